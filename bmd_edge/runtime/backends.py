@@ -1,0 +1,168 @@
+"""Inference sessions: OpenVINO and ONNX Runtime behind one tiny interface, torch-free.
+
+Why explicit settings: OpenVINO silently runs an "fp32" model in bf16 on CPUs that support it,
+and both runtimes default to using every core. A clinic workstation must get the same numbers on
+every machine and not starve other programs, so precision, threads and streams are pinned here
+and reported back in every Prediction. OpenVINO's compiled-model cache (CACHE_DIR under the
+user's cache folder) makes the second start of `bmd-edge predict` fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from bmd_edge.errors import BundleError, DependencyError, InputError
+
+BACKENDS = ("openvino", "onnxruntime")
+PRECISIONS = ("f32", "bf16")
+INPUT_NAMES = ("image", "values", "present")
+OUTPUT_NAMES = ("bmd", "field_attention")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    backend: str = "openvino"          # which runtime executes the graph
+    threads: int = 1                   # intra-op threads: explicit, so results and load are stable
+    precision: str = "f32"             # float math precision; f32 keeps parity with training
+    cache_dir: Path | None = None      # OpenVINO compiled-model cache; None disables caching
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend {self.backend!r} is not supported; use one of {BACKENDS}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is not supported; use {PRECISIONS}")
+        if not (isinstance(self.threads, int) and 1 <= self.threads <= 256):
+            raise InputError(f"threads {self.threads!r} is not valid; use an integer 1-256")
+
+
+class Session(Protocol):
+    """What the Predictor needs from a runtime: one batched call and a description of itself."""
+
+    backend: str
+    precision: str
+    threads: int
+
+    def run(self, image: np.ndarray, values: np.ndarray,
+            present: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def default_threads() -> int:
+    """Physical-ish core count, capped at 4: beyond that a single small CNN gains little."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, n))
+
+
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/bmd-edge (default ~/.cache/bmd-edge): where compiled models are cached."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bmd-edge"
+
+
+def _feeds(image: np.ndarray, values: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "image": np.ascontiguousarray(image, dtype=np.float32),
+        "values": np.ascontiguousarray(values, dtype=np.float32),
+        "present": np.ascontiguousarray(present, dtype=np.float32),
+    }
+
+
+def _check_io(kind: str, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    if sorted(inputs) != sorted(INPUT_NAMES) or not set(OUTPUT_NAMES) <= set(outputs):
+        raise BundleError(
+            f"{kind} model {path.name} has inputs {inputs} and outputs {outputs}; expected "
+            f"inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
+        )
+
+
+class OpenVinoSession:
+    """An OpenVINO CPU compiled model with pinned precision, one stream and explicit threads."""
+
+    backend = "openvino"
+
+    def __init__(self, model_file: Path, cfg: SessionConfig) -> None:
+        try:
+            import openvino as ov
+        except ImportError:  # pragma: no cover - openvino is a core dependency
+            raise DependencyError("OpenVINO is not installed; run `pip install openvino`") from None
+        core = ov.Core()
+        if cfg.cache_dir is not None:
+            try:
+                cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+                core.set_property({"CACHE_DIR": str(cfg.cache_dir)})
+            except OSError:
+                pass  # a read-only home only costs start-up time, never correctness
+        props = {
+            "INFERENCE_PRECISION_HINT": cfg.precision,
+            "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(cfg.threads),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        try:
+            # Compiling from the path (not a read Model) lets OpenVINO use its cache on restart.
+            self._compiled = core.compile_model(str(model_file), "CPU", props)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BundleError(f"OpenVINO cannot load {model_file.name}: {first}") from None
+        _check_io("OpenVINO", model_file,
+                  [i.get_any_name() for i in self._compiled.inputs],
+                  [o.get_any_name() for o in self._compiled.outputs])
+        self._request = self._compiled.create_infer_request()
+        self._out = {n: self._compiled.output(n) for n in OUTPUT_NAMES}
+        got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = "bf16" if "bf16" in got else "f32"
+        self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    def run(self, image: np.ndarray, values: np.ndarray,
+            present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        res = self._request.infer(_feeds(image, values, present))
+        return (np.array(res[self._out["bmd"]], dtype=np.float32).reshape(-1),
+                np.array(res[self._out["field_attention"]], dtype=np.float32))
+
+
+class OrtSession:
+    """An ONNX Runtime CPU session with explicit intra-op threads (inter-op 1, sequential)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model_file: Path, cfg: SessionConfig) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - onnxruntime is a core dependency
+            raise DependencyError(
+                "ONNX Runtime is not installed; run `pip install onnxruntime`") from None
+        if model_file.suffix != ".onnx":
+            raise BundleError(f"ONNX Runtime needs an .onnx file, got {model_file.name}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = cfg.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self._sess = ort.InferenceSession(str(model_file), so,
+                                              providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BundleError(f"ONNX Runtime cannot load {model_file.name}: {first}") from None
+        _check_io("ONNX", model_file, [i.name for i in self._sess.get_inputs()],
+                  [o.name for o in self._sess.get_outputs()])
+        self.precision = "f32"  # ORT CPU computes float ops in f32; int8 ops stay int8
+        self.threads = cfg.threads
+
+    def run(self, image: np.ndarray, values: np.ndarray,
+            present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bmd, att = self._sess.run(list(OUTPUT_NAMES), _feeds(image, values, present))
+        return np.asarray(bmd, dtype=np.float32).reshape(-1), np.asarray(att, dtype=np.float32)
+
+
+def open_session(model_file: Path, cfg: SessionConfig) -> Session:
+    """Open `model_file` with the configured runtime; BundleError if it cannot be loaded."""
+    if not model_file.is_file():
+        raise BundleError(f"model file {model_file} does not exist")
+    if cfg.backend == "openvino":
+        return OpenVinoSession(model_file, cfg)
+    return OrtSession(model_file, cfg)

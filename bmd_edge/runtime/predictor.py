@@ -1,0 +1,322 @@
+"""Predictor: image + clinical facts → a Prediction a person can read, with no torch in sight.
+
+The path is split in two so batch mode can run it on two cores: `prepare` (read, quality gate,
+preprocess, encode — numpy/opencv, thread-safe) and `infer` (one batched runtime call plus the
+clinical read-out — T/Z-scores, WHO category, screening flag, interval). `predict` does both.
+
+Rules kept here: the command line (or keyword) wins over DICOM tags, a disagreement becomes a
+warning; patient identifiers from DICOM stay in `Prediction.patient_ids` (hidden from repr and
+from `to_dict()` unless asked) and never enter a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from bmd_edge import references as refs_mod
+from bmd_edge.errors import BundleError, InputError, MetadataError
+from bmd_edge.runtime.backends import SessionConfig, default_threads, open_session, user_cache_dir
+from bmd_edge.runtime.quality_gate import check_quality
+
+PREDICTION_SCHEMA_VERSION = 1
+DEFAULT_THRESHOLD = 0.899
+SIDES = ("left", "right")
+
+ImageLike = Union[str, Path, np.ndarray, Any]  # path, float32 H×W in [0,1], or a Radiograph
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One person's result: the estimate, what it means clinically, and how it was computed."""
+
+    bmd_gcm2: float                                  # femoral-neck BMD, g/cm², GE Lunar scale
+    interval: tuple[float, float, float] | None      # (low, high, coverage), split-conformal
+    t_score: float                                   # vs the named young-adult reference
+    t_reference: str                                 # name of the T-score reference table
+    z_score: float | None                            # vs age/sex-matched reference; None if n/a
+    z_reference: str                                 # name of the Z-score reference table
+    who_category: str                                # normal | osteopenia | osteoporosis
+    screen_positive: bool                            # bmd < threshold (the paper's screen)
+    threshold_gcm2: float                            # screening threshold used (0.899)
+    field_attention: tuple[tuple[str, float], ...]   # given fields, most-attended first
+    model_name: str
+    model_version: str
+    intended_use: str
+    backend: str                                     # openvino | onnxruntime
+    variant: str                                     # bundle variant that ran
+    precision: str                                   # e.g. "int8+f32": weights + float math
+    inputs: Mapping[str, Any]                        # clinical facts used (after DICOM fill)
+    warnings: tuple[str, ...] = ()
+    source: str = ""                                 # file name (no folders), "" for arrays
+    patient_ids: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def to_dict(self, include_ids: bool = False) -> dict[str, Any]:
+        """The stable JSON schema (`schema_version` 1), documented in commands/inference.py."""
+        d: dict[str, Any] = {
+            "schema_version": PREDICTION_SCHEMA_VERSION,
+            "source": self.source,
+            "bmd_gcm2": round(self.bmd_gcm2, 4),
+            "unit": "g/cm2",
+            "scale": "GE Lunar femoral neck",
+            "interval": None if self.interval is None else {
+                "low": round(self.interval[0], 4), "high": round(self.interval[1], 4),
+                "coverage": self.interval[2]},
+            "t_score": round(self.t_score, 2),
+            "t_reference": self.t_reference,
+            "z_score": None if self.z_score is None else round(self.z_score, 2),
+            "z_reference": self.z_reference,
+            "who_category": self.who_category,
+            "screen_positive": self.screen_positive,
+            "threshold_gcm2": self.threshold_gcm2,
+            "field_attention": [{"field": n, "weight": round(w, 4)}
+                                for n, w in self.field_attention],
+            "inputs": dict(self.inputs),
+            "model": {"name": self.model_name, "version": self.model_version,
+                      "variant": self.variant, "backend": self.backend,
+                      "precision": self.precision},
+            "intended_use": self.intended_use,
+            "warnings": list(self.warnings),
+        }
+        if include_ids:
+            d["patient_ids"] = dict(self.patient_ids)
+        return d
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One case ready for the runtime: the product of `Predictor.prepare` (thread-safe)."""
+
+    image: np.ndarray                       # float32 (1, S, S), preprocessed
+    values: np.ndarray                      # float32 (F,)
+    present: np.ndarray                     # float32 (F,)
+    inputs: Mapping[str, Any]               # validated clinical facts given
+    age: float | None                       # for the Z-score
+    sex: str | None
+    warnings: tuple[str, ...]
+    source: str
+    patient_ids: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def _choose_variant(variants: Mapping[str, Mapping[str, Any]], backend: str,
+                    wanted: str | None) -> str:
+    """A variant name: exact name, or a precision ("int8"/"fp32") for this backend."""
+    if wanted is not None and wanted in variants:
+        return wanted
+    precision = wanted or "int8"
+
+    def usable(v: Mapping[str, Any]) -> bool:
+        suffix = Path(str(v.get("file", ""))).suffix
+        return suffix == ".onnx" if backend == "onnxruntime" else suffix in (".xml", ".onnx")
+
+    ranked = sorted(
+        (n for n, v in variants.items() if usable(v) and v.get("precision") == precision),
+        key=lambda n: (variants[n].get("runtime") != backend, n))
+    if not ranked:
+        have = ", ".join(f"{n} ({v.get('runtime')}, {v.get('precision')})"
+                         for n, v in variants.items()) or "none"
+        raise BundleError(f"bundle has no {precision!r} variant that {backend} can run; "
+                          f"variants: {have}")
+    return ranked[0]
+
+
+def _fmt(x: object) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+class Predictor:
+    """A loaded bundle plus one runtime session. Create with `Predictor.load(...)`."""
+
+    def __init__(self, bundle: Any, session: Any, variant: str) -> None:
+        self.bundle = bundle
+        self.session = session
+        self.variant = variant
+        meta = bundle.meta
+        self.meta = meta
+        self.spec = bundle.preprocess_spec
+        self.schema: Mapping[str, Any] | None = meta.get("input", {}).get("schema")
+        self.field_names: tuple[str, ...] = tuple(
+            (self.schema or {}).get("names") or _default_field_names())
+        self.references: Mapping[str, Any] = meta.get("references") or \
+            refs_mod.default_references()
+        refs_mod.validate_references(self.references)
+        self.threshold = float(meta.get("screening_threshold_gcm2", DEFAULT_THRESHOLD))
+        self.interval_meta: Mapping[str, Any] | None = meta.get("interval")
+        model = meta.get("model", {})
+        self.model_name = str(model.get("name", "unknown"))
+        self.model_version = str(model.get("version", "unknown"))
+        self.intended_use = str(meta.get("intended_use", ""))
+        vprec = str(bundle.variants[variant].get("precision", "fp32"))
+        self.precision = f"{vprec}+{session.precision}" if vprec == "int8" else session.precision
+
+    @classmethod
+    def load(cls, bundle: str | Path | Any = None, backend: str = "openvino",
+             variant: str | None = None, threads: int | None = None,
+             precision: str = "f32", cache: bool = True) -> "Predictor":
+        """Load a bundle (default: the shipped one) and open one session on it.
+
+        variant: a variant name from bundle.json or a precision ("int8" default, "fp32").
+        precision: float math for OpenVINO ("f32" default for parity; "bf16" on request).
+        """
+        from bmd_edge.bundle import Bundle, default_bundle_path
+
+        if bundle is None:
+            bundle = default_bundle_path()
+        b = bundle if hasattr(bundle, "meta") else Bundle.load(Path(bundle))
+        name = _choose_variant(b.variants, backend, variant)
+        cfg = SessionConfig(backend=backend, threads=threads or default_threads(),
+                            precision=precision,
+                            cache_dir=(user_cache_dir() / "openvino") if cache else None)
+        return cls(b, open_session(Path(b.model_file(name)), cfg), name)
+
+    # -- preparation (thread-safe) ------------------------------------------------------------
+    def prepare(self, image: ImageLike, *, age: float | str | None = None,
+                sex: str | None = None, side: str | None = None, select: str | None = None,
+                force: bool = False, **fields: object) -> Prepared:
+        """Read, gate, preprocess and encode one case. Raises InputError subclasses."""
+        from bmd_edge.preprocess import preprocess
+
+        radiograph, source = _as_radiograph(image)
+        warnings = list(radiograph.warnings)
+        info = radiograph.info
+        warnings += check_quality(radiograph, force=force).warnings
+
+        # Clinical facts: keyword wins, DICOM tags fill gaps, disagreements are reported.
+        if info.age_years is not None:
+            if age is None:
+                age = round(float(info.age_years), 1)
+            elif abs(float(age) - float(info.age_years)) >= 1.0:
+                warnings.append(f"age {_fmt(age)} given differs from the image's DICOM age "
+                                f"{info.age_years:g}; using {_fmt(age)}")
+        if info.sex is not None:
+            if sex is None:
+                sex = info.sex
+            elif str(sex).strip().upper()[:1] != info.sex:
+                warnings.append(f"sex {sex} given differs from the image's DICOM sex "
+                                f"{info.sex}; using {sex}")
+        if age is None:
+            raise MetadataError("age is required: give --age (years) or a DICOM with PatientAge")
+        if sex is None:
+            raise MetadataError("sex is required: give --sex F|M or a DICOM with PatientSex")
+        if side is None and info.laterality in SIDES and select is None:
+            side = info.laterality
+        for name, val in (("side", side), ("select", select)):
+            if val is not None and val not in SIDES:
+                raise InputError(f"{name} {val!r} is not valid; use left or right")
+
+        raw: dict[str, object] = {k: v for k, v in fields.items() if v is not None}
+        raw["age_xray"] = age
+        # At run time the BMD is wanted "now": the DXA age equals the X-ray age unless given.
+        raw.setdefault("age_bmd", age)
+        raw["sex"] = sex
+        from bmd_edge.schema import encode, parse_record
+
+        record = parse_record(raw)
+        values, present = encode(record, self.schema)
+        if "bmi" in record.derived:
+            warnings.append(f"bmi derived from height and weight: {record['bmi']:.1f} kg/m2")
+        pixels = preprocess(radiograph.pixels, self.spec, side=side, select=select)
+        inputs = {k: v for k, v in record.values.items() if v is not None}
+        if side:
+            inputs["side"] = side
+        if select:
+            inputs["select"] = select
+        return Prepared(image=np.asarray(pixels, np.float32), values=values, present=present,
+                        inputs=inputs, age=float(record["age_xray"]),  # type: ignore[arg-type]
+                        sex=str(record["sex"]), warnings=tuple(warnings), source=source,
+                        patient_ids=dict(info.patient_ids or {}))
+
+    # -- inference (single thread) ------------------------------------------------------------
+    def infer(self, cases: Sequence[Prepared]) -> list[Prediction]:
+        """Run the runtime once on a stack of prepared cases and read out each result."""
+        if not cases:
+            return []
+        image = np.stack([c.image for c in cases])            # (B, 1, S, S)
+        values = np.stack([c.values for c in cases])          # (B, F)
+        present = np.stack([c.present for c in cases])        # (B, F)
+        bmd, att = self.session.run(image, values, present)   # (B,), (B, F)
+        return [self._readout(c, float(b), a) for c, b, a in zip(cases, bmd, att)]
+
+    def _readout(self, case: Prepared, bmd: float, att: np.ndarray) -> Prediction:
+        if not math.isfinite(bmd):
+            raise BundleError(f"the model returned {bmd} for {case.source or 'the image'}; "
+                              "the bundle may be damaged")
+        warnings = list(case.warnings)
+        t = refs_mod.t_score(bmd, self.references)
+        z: float | None = None
+        if case.age is not None and case.sex is not None:
+            try:
+                z = refs_mod.z_score(bmd, case.age, case.sex, self.references)
+            except MetadataError as err:
+                warnings.append(f"no Z-score: {err}")
+        interval = None
+        if self.interval_meta and "halfwidth_gcm2" in self.interval_meta:
+            hw = float(self.interval_meta["halfwidth_gcm2"])
+            interval = (bmd - hw, bmd + hw, float(self.interval_meta.get("coverage", 0.9)))
+        ranked = sorted(((n, float(w)) for n, w, p in
+                         zip(self.field_names, att.tolist(), case.present.tolist()) if p > 0),
+                        key=lambda nw: -nw[1])
+        return Prediction(
+            bmd_gcm2=bmd, interval=interval, t_score=t,
+            t_reference=str(self.references["t_score"]["name"]), z_score=z,
+            z_reference=str(self.references["z_score"]["name"]),
+            who_category=refs_mod.who_category(t, self.references),
+            screen_positive=bmd < self.threshold, threshold_gcm2=self.threshold,
+            field_attention=tuple(ranked), model_name=self.model_name,
+            model_version=self.model_version, intended_use=self.intended_use,
+            backend=self.session.backend, variant=self.variant, precision=self.precision,
+            inputs=case.inputs, warnings=tuple(warnings), source=case.source,
+            patient_ids=case.patient_ids)
+
+    # -- convenience --------------------------------------------------------------------------
+    def predict(self, image: ImageLike, *, age: float | str | None = None,
+                sex: str | None = None, side: str | None = None, select: str | None = None,
+                force: bool = False, **fields: object) -> Prediction:
+        """One image and its clinical facts → Prediction (age and sex required, or from DICOM)."""
+        prepared = self.prepare(image, age=age, sex=sex, side=side, select=select,
+                                force=force, **fields)
+        return self.infer([prepared])[0]
+
+    def predict_batch(self, images: Sequence[ImageLike],
+                      records: Sequence[Mapping[str, object]], *, force: bool = False,
+                      batch_size: int = 16) -> list[Prediction]:
+        """Many images (paths or arrays) with one dict of facts each (age, sex, side, …)."""
+        if len(images) != len(records):
+            raise InputError(f"{len(images)} images but {len(records)} records; give one each")
+        prepared = [self.prepare(im, force=force, **dict(r)) for im, r in zip(images, records)]
+        out: list[Prediction] = []
+        for i in range(0, len(prepared), batch_size):
+            out += self.infer(prepared[i:i + batch_size])
+        return out
+
+
+def _default_field_names() -> tuple[str, ...]:
+    from bmd_edge.schema import FIELD_NAMES
+
+    return FIELD_NAMES
+
+
+def _as_radiograph(image: ImageLike) -> tuple[Any, str]:
+    """A Radiograph from a path, an array (float in [0,1]) or a Radiograph; plus a safe name."""
+    from bmd_edge.image_io import ImageInfo, Radiograph, read_image
+
+    if isinstance(image, (str, Path)):
+        return read_image(image), Path(image).name
+    if isinstance(image, np.ndarray):
+        arr = np.asarray(image, dtype=np.float32)
+        if arr.ndim != 2 or min(arr.shape) < 8:
+            raise InputError(f"image array has shape {arr.shape}; expected a 2-D H×W array")
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise InputError("image array must be finite floats in [0, 1] (1 = bone bright)")
+        info = ImageInfo(format="array", bits_stored=None, age_years=None, sex=None,
+                         pixel_spacing_mm=None, laterality=None, view=None, modality=None,
+                         patient_ids={})
+        return Radiograph(pixels=arr, info=info, warnings=()), ""
+    if hasattr(image, "pixels") and hasattr(image, "info"):
+        return image, ""
+    raise InputError(f"image of type {type(image).__name__} is not supported; give a file path, "
+                     "a 2-D float array in [0, 1] or a Radiograph")
