@@ -38,6 +38,7 @@ class TrainConfig:
 
     preset: str = "cpu-fast"  # which preset this config started from (for the record)
     arch: str = "resnet18"  # image encoder; resnet34 is the paper's, resnet18 is CPU-friendly
+    width: int | None = None  # ResNet stem width override (None = the variant's); tiny uses 8
     image_size: int = 128  # preprocess output S×S; the paper used 224
     d_model: int = 128  # token width in the fusion block
     n_heads: int = 4  # attention heads per cross-attention layer (paper: 4)
@@ -89,6 +90,8 @@ class TrainConfig:
             n_heads=self.n_heads,
             n_layers=self.n_layers,
             dropout=self.dropout,
+            image_size=self.image_size,
+            width=self.width,
         )
 
 
@@ -105,7 +108,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # Tests and smoke runs only: a tiny encoder on 64 px images, seconds per epoch.
     "tiny": TrainConfig(
-        preset="tiny", arch="tiny", image_size=64, d_model=32, n_heads=2, n_layers=1,
+        preset="tiny", arch="resnet10t", width=8, image_size=64, d_model=32, n_heads=2, n_layers=1,
         batch_size=16, lr=1e-3, epochs=3, warmup_epochs=0.5, patience=3, workers=0,
         dropout=0.0,
     ),
@@ -128,8 +131,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, value in positive.items():
         if not value > 0:
             raise InputError(f"{name.replace('_', '-')} must be > 0, got {value}")
-    if cfg.image_size < 32:
-        raise InputError(f"image-size must be at least 32 px, got {cfg.image_size}")
+    if cfg.image_size < 32 or cfg.image_size % 32:
+        raise InputError(f"image-size must be a multiple of 32 px (ResNet stride), got {cfg.image_size}")
     if cfg.d_model % cfg.n_heads:
         raise InputError(f"d-model ({cfg.d_model}) must be divisible by n-heads ({cfg.n_heads})")
     for name, value in {"val_fraction": cfg.val_fraction, "field_dropout": cfg.field_dropout,

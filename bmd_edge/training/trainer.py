@@ -1,0 +1,245 @@
+"""The full-precision training loop: AdamW, warm-up + cosine, clipping, early stopping, best.pt.
+
+One flat loop (nanoGPT style). `fit` trains on given train/val cases and writes OUT/best.pt
+(self-describing, per the checkpoint contract) and OUT/history.csv; it returns the model with the
+best-on-validation weights loaded, so cross-validation can predict with it straight away.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bmd_edge.errors import InputError
+from bmd_edge.training.config import TrainConfig
+from bmd_edge.training.data import BmdDataset, EpochSampler, case_label, worker_init_fn
+from bmd_edge.training.metrics import all_metrics
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: where the best weights are and how it went."""
+
+    checkpoint: Path  # OUT/best.pt, best on validation
+    best_epoch: int  # 1-based epoch whose weights are in best.pt
+    best_metrics: dict[str, float]  # validation metrics at that epoch (+ "loss")
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    stopped_early: bool = False  # True when patience ran out before cfg.epochs
+    model: Any = None  # the model with the best weights loaded (not serialised)
+
+
+def strata(cases: Sequence[object], n_bins: int = 4) -> np.ndarray:
+    """Stratum label per case: BMD quantile bin × sex (the paper's stratified folds)."""
+    labels = np.array([case_label(c) for c in cases])
+    edges = np.quantile(labels, np.linspace(0, 1, n_bins + 1)[1:-1]) if len(labels) > n_bins else []
+    bins = np.searchsorted(edges, labels, side="right")
+    sex = np.array([1 if c.record.values.get("sex") == "F" else 0 for c in cases])
+    return bins * 2 + sex
+
+
+def split_cases(
+    cases: Sequence[object], val_fraction: float, seed: int, *, use_split_column: bool = True
+) -> tuple[list[object], list[object]]:
+    """Train/val split: the manifest's split column if present, else stratified and grouped.
+
+    Grouped by patient_id (all of a patient's images on one side) so validation never sees a
+    patient it trained on.
+    """
+    splits = {getattr(c, "split", None) for c in cases}
+    if use_split_column and splits & {"val", "valid", "validation"}:
+        val = [c for c in cases if c.split in ("val", "valid", "validation")]
+        train = [c for c in cases if c.split in (None, "", "train")]
+        return train, val
+    if not 0 < val_fraction < 1:
+        raise InputError(f"val-fraction must be in (0, 1) without a split column, got {val_fraction}")
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / val_fraction))
+    groups = [getattr(c, "patient_id", None) or f"case{i}" for i, c in enumerate(cases)]
+    y = strata(cases)
+    if np.bincount(y).min() < n_splits:
+        y = strata(cases, n_bins=1)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    tr, va = next(folds.split(np.zeros(len(cases)), y, groups))
+    return [cases[i] for i in tr], [cases[i] for i in va]
+
+
+def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    """Linear warm-up to 1, then cosine decay to `floor` (fraction of the peak lr)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_loss(cfg: TrainConfig, train_labels: np.ndarray) -> torch.nn.Module:
+    """Weighted Smooth L1 (weights from the training labels) or plain Smooth L1, on g/cm²."""
+    from bmd_edge.model.losses import WeightedSmoothL1Loss
+
+    wsl1 = WeightedSmoothL1Loss().fit(train_labels)
+    return wsl1 if cfg.loss == "wsl1" else torch.nn.SmoothL1Loss(beta=wsl1.beta)
+
+
+def make_loader(ds: BmdDataset, cfg: TrainConfig, shuffle: bool) -> tuple[DataLoader, EpochSampler]:
+    """DataLoader over (index, epoch) keys; persistent workers so caches stay warm."""
+    sampler = EpochSampler(len(ds), cfg.seed, shuffle)
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
+        worker_init_fn=worker_init_fn,
+        drop_last=shuffle and len(ds) > cfg.batch_size,  # a batch of 1 breaks BatchNorm
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return loader, sampler
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predictions g/cm², field attention (N, F), case indices) over a loader, in eval mode."""
+    model.eval()
+    preds, attn, idx = [], [], []
+    for image, values, present, _, i in loader:
+        bmd, field_attention = model(image, values, present)
+        preds.append(bmd.float().numpy())
+        attn.append(field_attention.float().numpy())
+        idx.append(np.asarray(i))
+    return np.concatenate(preds), np.concatenate(attn), np.concatenate(idx)
+
+
+def _progress(quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+        console=console, disable=quiet or not console.is_terminal, transient=False,
+    )
+
+
+def fit(
+    cfg: TrainConfig,
+    train_cases: Sequence[object],
+    val_cases: Sequence[object],
+    out_dir: str | Path,
+    *,
+    spec: object | None = None,
+    quiet: bool = True,
+    log: Any = None,
+) -> TrainResult:
+    """Train one model; write OUT/best.pt and OUT/history.csv; return the best model."""
+    from bmd_edge import __version__
+    from bmd_edge.model import build_model
+    from bmd_edge.model.checkpoint import save_checkpoint
+    from bmd_edge.preprocess import PreprocessSpec
+    from bmd_edge.schema import schema_to_dict
+
+    if len(train_cases) < 2 or len(val_cases) < 1:
+        raise InputError(
+            f"need ≥2 training and ≥1 validation cases, got {len(train_cases)} and {len(val_cases)}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = spec or PreprocessSpec(size=cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # cheap on CPU
+
+    train_ds = BmdDataset(train_cases, spec, augment=cfg.augment, field_dropout=cfg.field_dropout,
+                          field_dropout_all=cfg.field_dropout_all, seed=cfg.seed,
+                          cache=cfg.cache_images, threads=max(1, cfg.workers))
+    val_ds = BmdDataset(val_cases, spec, seed=cfg.seed, cache=cfg.cache_images,
+                        threads=max(1, cfg.workers))
+    train_loader, sampler = make_loader(train_ds, cfg, shuffle=True)
+    val_loader, _ = make_loader(val_ds, cfg, shuffle=False)
+
+    mean, std = float(train_ds.labels.mean()), float(train_ds.labels.std())
+    mcfg = dataclasses.replace(cfg.model_config(), label_mean=mean, label_std=max(std, 1e-3))
+    model = build_model(mcfg)
+    model.set_label_scale(mcfg.label_mean, mcfg.label_std)
+    criterion = make_loss(cfg, train_ds.labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_loader)
+    total, warmup = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, total, warmup, cfg.min_lr_ratio)
+    )
+
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_metrics, bad_epochs = math.inf, 0, {}, 0
+    best_state: dict[str, torch.Tensor] = {}
+    ckpt_path = out / "best.pt"
+    stopped_early = False
+    with _progress(quiet) as bar:
+        task = bar.add_task("train", total=total, stats="")
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            sampler.set_epoch(epoch)
+            t0, run_loss, run_abs, seen = time.perf_counter(), 0.0, 0.0, 0
+            for image, values, present, label, _ in train_loader:
+                bmd, _ = model(image, values, present)  # (B,) g/cm²
+                loss = criterion(bmd, label)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                n = label.shape[0]
+                seen += n
+                run_loss += float(loss.detach()) * n
+                run_abs += float((bmd.detach() - label).abs().sum())
+                bar.update(task, advance=1, stats=f"ep {epoch} loss {run_loss / seen:.4f} "
+                           f"MAE {run_abs / seen:.3f}")
+            pred, _, idx = predict(model, val_loader)
+            truth = val_ds.labels[idx]
+            val_loss = float(criterion(torch.from_numpy(pred), torch.from_numpy(truth)))
+            metrics = {"loss": val_loss, **all_metrics(truth, pred)}
+            row = {"epoch": epoch, "train_loss": run_loss / seen, "train_mae": run_abs / seen,
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                   **{f"val_{k}": v for k, v in metrics.items()}}
+            history.append(row)
+            _write_history(out / "history.csv", history)
+            if log is not None:
+                log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                    f"val MAE {metrics['mae']:.4f}, R² {metrics['r2']:.3f}")
+            score = metrics[cfg.stop_metric]
+            if score < best_score - 1e-6:
+                best_score, best_epoch, best_metrics, bad_epochs = score, epoch, metrics, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                save_checkpoint(ckpt_path, model, mcfg, {
+                    "train_config": cfg.to_dict(), "preprocess": spec.to_dict(),
+                    "schema": schema_to_dict(), "package_version": __version__,
+                    "metrics": {"epoch": epoch, "n_train": len(train_ds), "n_val": len(val_ds),
+                                **{f"val_{k}": v for k, v in metrics.items()}},
+                })
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    stopped_early = epoch < cfg.epochs
+                    break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(ckpt_path, best_epoch, best_metrics, history, stopped_early, model)
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
