@@ -85,7 +85,7 @@ class WeightedSmoothL1Loss(nn.Module):
             h = float(self.fixed_bandwidth)
         else:
             sd = float(y.std(unbiased=True))
-            if sd <= 0:
+            if sd <= 1e-9:  # equal labels (up to rounding): Scott's rule gives h = 0
                 raise InputError("all training labels are equal; pass an explicit bandwidth > 0")
             h = sd * y.numel() ** (-1.0 / 5.0)
         self.train_labels = y.to(self.train_labels.device)
