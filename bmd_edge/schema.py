@@ -113,6 +113,15 @@ class ClinicalRecord:
     values: Mapping[str, float | str | None]  # continuous → float, categorical → canonical choice
     derived: tuple[str, ...] = ()             # fields we computed (e.g. "bmi"), for warnings
 
+    def __post_init__(self) -> None:
+        # A read-only copy: a record once validated cannot be changed behind the encoder's back.
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+        object.__setattr__(self, "derived", tuple(self.derived))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # mappingproxy cannot be pickled; DataLoader workers and process pools need records.
+        return (ClinicalRecord, (dict(self.values), self.derived))
+
     def __getitem__(self, name: str) -> float | str | None:
         return self.values[name]
 
@@ -142,8 +151,9 @@ def _parse_number(f: ClinicalField, value: object) -> float:
         try:
             x = float(value.strip())
         except ValueError:
+            tip = " (use a dot as the decimal separator)" if "," in value else ""
             raise MetadataError(f"{f.name} = {value!r} is not a number; give a plain number "
-                                f"in {_range_text(f)}") from None
+                                f"in {_range_text(f)}{tip}") from None
     else:
         x = float(value)
     if not math.isfinite(x):
@@ -217,7 +227,7 @@ def parse_record(raw: Mapping[str, object]) -> ClinicalRecord:
         raise MetadataError(f"age_xray = {_fmt(ax)} and age_bmd = {_fmt(ab)} are "
                             f"{abs(ax - ab):g} years apart; at most {_fmt(MAX_AGE_GAP_YEARS)} "
                             f"years accepted (the BMD must describe the bone on the X-ray)")
-    return ClinicalRecord(values=MappingProxyType(values), derived=tuple(derived))
+    return ClinicalRecord(values=values, derived=tuple(derived))
 
 
 def schema_to_dict() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_good_rows_become_cases(tmp_path: Path) -> None:
     assert a.record["bmi"] == pytest.approx(25.0) and a.record["sex"] == "F"
     assert b.fn_bmd is None and b.split is None and b.side is None and b.record["sex"] == "M"
     assert b.patient_id == "p1"        # several images of one patient are allowed
+    assert pickle.loads(pickle.dumps(m)) == m   # cases travel to DataLoader workers
 
 
 def test_header_is_case_and_space_insensitive_with_bom(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmd_edge.errors import InputError
 from bmd_edge.preprocess import PreprocessSpec, preprocess, select_side
@@ -171,3 +173,15 @@ def test_real_pelvis_radiograph() -> None:
     # both hips of a normal pelvis, each flipped to look like a right hip, look alike
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.6
     np.testing.assert_array_equal(a, preprocess(pixels, spec, select="right"))  # deterministic
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(2, 40), w=st.integers(2, 40), size=st.integers(2, 24),
+       rule=st.sampled_from(["letterbox", "stretch", "center-crop"]),
+       side=st.sampled_from([None, "left", "right"]), seed=st.integers(0, 2**16))
+def test_any_image_gives_a_bounded_square(h: int, w: int, size: int, rule: str,
+                                          side: str | None, seed: int) -> None:
+    img = np.random.default_rng(seed).normal(size=(h, w)).astype(np.float32) * 1e3
+    out = preprocess(img, PreprocessSpec(size=size, resize=rule), side=side)
+    assert out.shape == (1, size, size) and out.dtype == np.float32
+    assert out.min() >= -2.0 - 1e-6 and out.max() <= 2.0 + 1e-6   # (0|1 - 0.5) / 0.25

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -148,10 +149,22 @@ def test_age_gap_over_five_years() -> None:
         parse_record({"age_xray": 70, "age_bmd": 76})
 
 
-def test_record_is_read_only() -> None:
+def test_record_is_read_only_and_picklable() -> None:
     rec = parse_record(FULL)
     with pytest.raises(TypeError):
         rec.values["age_xray"] = 1.0  # type: ignore[index]
+    again = pickle.loads(pickle.dumps(parse_record({"height_cm": 170, "weight_kg": 72.25})))
+    assert again.derived == ("bmi",) and again["bmi"] == pytest.approx(25.0)
+    with pytest.raises(TypeError):
+        again.values["bmi"] = 1.0  # type: ignore[index]
+    direct = ClinicalRecord(values={n: None for n in FIELD_NAMES})
+    with pytest.raises(TypeError):
+        direct.values["sex"] = "F"  # type: ignore[index]
+
+
+def test_decimal_comma_gets_a_tip() -> None:
+    with pytest.raises(MetadataError, match="decimal separator"):
+        parse_record({"weight_kg": "70,5"})
 
 
 def test_schema_dict_is_json_and_reencodes_identically() -> None:
