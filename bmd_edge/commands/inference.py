@@ -1,15 +1,265 @@
-"""CLI commands for this area (placeholder until its owner fills it in)."""
+"""`bmd-edge predict` and `bmd-edge info`: torch-free inference from the command line.
+
+`predict --json` prints one JSON object. Its schema (stable; `schema_version` changes when a
+key is renamed or removed, never when one is added):
+
+    schema_version   1
+    source           image file name (no folders)
+    bmd_gcm2         femoral-neck BMD, g/cm², GE Lunar scale (4 decimals)
+    unit, scale      "g/cm2", "GE Lunar femoral neck"
+    interval         {low, high, coverage} split-conformal interval, or null
+    t_score          vs t_reference (young-adult NHANES III women, converted to Lunar)
+    t_reference      name of the T-score table
+    z_score          vs age/sex-matched reference, or null outside its ages
+    z_reference      name of the Z-score table
+    who_category     "normal" | "osteopenia" | "osteoporosis" (from the T-score)
+    screen_positive  true when bmd_gcm2 < threshold_gcm2
+    threshold_gcm2   0.899 (T-score −1, GE Lunar femoral neck)
+    field_attention  [{field, weight}] for the given clinical fields, most-attended first
+    inputs           the clinical facts used (after DICOM tags filled gaps)
+    model            {name, version, variant, backend, precision}
+    intended_use     the bundle's intended-use statement
+    warnings         list of strings (conversions, DICOM conflicts, --force overrides)
+    patient_ids      only with --include-ids: DICOM identifying tags
+
+Batch mode (IMAGE is a folder or a manifest .csv, with --out results.csv) writes one row per
+image with the columns in `bmd_edge.runtime.batch.RESULT_COLUMNS`.
+"""
 
 from __future__ import annotations
 
-from bmd_edge.errors import BmdEdgeError
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bmd_edge.errors import BmdEdgeError, InputError
 
 
-def predict() -> None:
-    """Predict BMD."""
-    raise BmdEdgeError("predict is not implemented yet")
+class Backend(str, Enum):
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
 
 
-def info() -> None:
-    """Describe a bundle."""
-    raise BmdEdgeError("info is not implemented yet")
+class Side(str, Enum):
+    left = "left"
+    right = "right"
+
+
+class Smoking(str, Enum):
+    never = "never"
+    former = "former"
+    current = "current"
+
+
+def _fail(err: BmdEdgeError) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(err.exit_code)
+
+
+def predict(
+    image: Annotated[Path, typer.Argument(help="Hip/pelvis radiograph (PNG, JPEG, TIFF, DICOM), "
+                                               "or a folder / manifest .csv for batch mode.",
+                                          show_default=False)],
+    age: Annotated[Optional[float], typer.Option(help="Age in years (default: DICOM tag).")] = None,
+    sex: Annotated[Optional[str], typer.Option(help="F or M (default: DICOM tag).")] = None,
+    height_cm: Annotated[Optional[float], typer.Option(help="Height in cm.")] = None,
+    weight_kg: Annotated[Optional[float], typer.Option(help="Weight in kg.")] = None,
+    bmi: Annotated[Optional[float], typer.Option(help="Body-mass index, kg/m².")] = None,
+    smoking: Annotated[Optional[Smoking], typer.Option(help="Smoking status.")] = None,
+    alcohol: Annotated[Optional[float], typer.Option(help="Alcohol, UK units/week.")] = None,
+    activity: Annotated[Optional[float], typer.Option(help="Activity score 0-10.")] = None,
+    diet: Annotated[Optional[float], typer.Option(help="Diet quality score 0-10.")] = None,
+    side: Annotated[Optional[Side], typer.Option(help="Which hip the image shows.")] = None,
+    select: Annotated[Optional[Side], typer.Option(
+        help="Pelvis view: crop this hip (patient's side) first.")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="Bundle folder (default: the shipped bundle).")] = None,
+    backend: Annotated[Backend, typer.Option(help="Inference runtime.")] = Backend.openvino,
+    variant: Annotated[Optional[str], typer.Option(
+        help="Bundle variant name or precision (int8 default, fp32).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Inference threads (default: cores, max 4).",
+                                                   min=1, max=256)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Also write a PNG report here.")] = None,
+    include_ids: Annotated[bool, typer.Option(
+        "--include-ids", help="Show DICOM patient identifiers (hidden by default).")] = False,
+    force: Annotated[bool, typer.Option(help="Run even if the quality gate refuses the image "
+                                             "(with a warning).")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Batch mode: results CSV.")] = None,
+    strict: Annotated[bool, typer.Option(help="Batch mode: exit 1 if any image failed.")] = False,
+) -> None:
+    """Estimate femoral-neck BMD from a hip radiograph plus age and sex (and optional facts).
+
+    Prints the BMD with its interval, T-score, Z-score, WHO category, the screening flag at
+    0.899 g/cm², the clinical fields that weighed most, the model and its intended use.
+    A research tool: not a diagnosis.
+    """
+    fields: dict[str, Any] = {
+        "age": age, "sex": sex, "height_cm": height_cm, "weight_kg": weight_kg, "bmi": bmi,
+        "smoking": smoking.value if smoking else None, "alcohol_units_week": alcohol,
+        "activity_score": activity, "diet_score": diet,
+        "side": side.value if side else None, "select": select.value if select else None,
+    }
+    try:
+        batch = image.is_dir() or image.suffix.lower() == ".csv"
+        if not image.exists():
+            raise InputError(f"image {image} does not exist; give a radiograph file, a folder "
+                             "or a manifest .csv")
+        if batch and out is None:
+            raise InputError(f"{image} is a {'folder' if image.is_dir() else 'manifest'}; "
+                             "batch mode needs --out results.csv")
+        if not batch and out is not None:
+            raise InputError(f"--out is for batch mode; {image.name} is a single image")
+        if batch and report is not None:
+            raise InputError("--report draws one person's result; it is not available in batch mode")
+        from bmd_edge.runtime.predictor import Predictor
+
+        predictor = Predictor.load(model, backend=backend.value, variant=variant,
+                                   threads=threads)
+        if batch:
+            assert out is not None
+            code = _run_batch(predictor, image, out, fields, force=force, json_out=json_out,
+                              include_ids=include_ids, strict=strict)
+            raise typer.Exit(code)
+        prepared = predictor.prepare(image, force=force, **fields)
+        result = predictor.infer([prepared])[0]
+        if report is not None:
+            from bmd_edge.runtime.report import write_report
+
+            write_report(result, prepared.image, report, references=predictor.references,
+                         patient_ids=result.patient_ids if include_ids else None)
+        if json_out:
+            typer.echo(json.dumps(result.to_dict(include_ids=include_ids), ensure_ascii=False))
+        else:
+            _print(result, include_ids=include_ids, report=report)
+    except BmdEdgeError as err:
+        raise _fail(err) from None
+
+
+def _print(p: Any, *, include_ids: bool, report: Path | None) -> None:
+    """The human read-out (rich): the numbers first, then how they were made."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False)
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    src = f" — {p.source}" if p.source else ""
+    iv = ""
+    if p.interval is not None:
+        iv = f"  ({p.interval[2]:.0%} interval {p.interval[0]:.3f}–{p.interval[1]:.3f})"
+    t.add_row("Femoral-neck BMD", f"[bold]{p.bmd_gcm2:.3f} g/cm²[/bold] (GE Lunar){iv}")
+    t.add_row("T-score", f"{p.t_score:+.1f}  [dim]vs {p.t_reference}[/dim]")
+    z = "n/a" if p.z_score is None else f"{p.z_score:+.1f}"
+    t.add_row("Z-score", f"{z}  [dim]vs {p.z_reference}, age {p.inputs.get('age_xray', '?'):g}, "
+                         f"{p.inputs.get('sex', '?')}[/dim]")
+    colour = {"normal": "green", "osteopenia": "yellow", "osteoporosis": "red"}[p.who_category]
+    t.add_row("WHO category", f"[{colour}]{p.who_category}[/{colour}]")
+    flag = ("[red]POSITIVE[/red] (BMD below" if p.screen_positive else "negative (BMD at or above")
+    t.add_row("Low-BMD screen", f"{flag} {p.threshold_gcm2} g/cm², T-score −1)")
+    top = ", ".join(f"{n} {w:.2f}" for n, w in p.field_attention[:4]) or "none given"
+    t.add_row("Fields weighed most", top)
+    t.add_row("Model", f"{p.model_name} {p.model_version} [dim]({p.variant}, {p.backend}, "
+                       f"{p.precision})[/dim]")
+    if include_ids and p.patient_ids:
+        t.add_row("Patient", "; ".join(f"{k}: {v}" for k, v in sorted(p.patient_ids.items())))
+    if report is not None:
+        t.add_row("Report", str(report))
+    con.print(f"[bold]bmd-edge[/bold]{src}")
+    con.print(t)
+    if p.intended_use:
+        con.print(f"[dim]Intended use: {p.intended_use}[/dim]")
+    for w in p.warnings:
+        con.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _run_batch(predictor: Any, source: Path, out: Path, fields: dict[str, Any], *,
+               force: bool, json_out: bool, include_ids: bool, strict: bool) -> int:
+    """Folder or manifest → results CSV with a progress bar and a summary; the exit code."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeRemainingColumn
+
+    from bmd_edge.runtime import batch as B
+
+    defaults = {k: v for k, v in fields.items() if v is not None}
+    if source.is_dir():
+        items, pre_failed = B.items_from_directory(source, defaults), []
+    else:
+        items, pre_failed = B.items_from_manifest(source, defaults)
+    err = Console(stderr=True, highlight=False)
+    with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("predict", total=len(items))
+        summary = B.run_batch(predictor, items, out, force=force, include_ids=include_ids,
+                              pre_failed=pre_failed,
+                              progress=lambda n: bar.advance(task, n))
+    if json_out:
+        typer.echo(json.dumps({"schema_version": 1, "out": str(summary.out), "n_ok": summary.n_ok,
+                               "n_failed": summary.n_failed,
+                               "failures": [{"source": s, "error": e}
+                                            for s, e in summary.failures]}))
+    else:
+        for s, e in summary.failures[:20]:
+            err.print(f"[yellow]failed:[/yellow] {s}: {e}")
+        if len(summary.failures) > 20:
+            err.print(f"... and {len(summary.failures) - 20} more failures (see {summary.out})")
+        err.print(f"{summary.n_ok} ok, {summary.n_failed} failed in {summary.seconds:.1f} s "
+                  f"({summary.images_per_second:.0f} images/s) → {summary.out}")
+    return 1 if (strict and summary.n_failed) else 0
+
+
+def info(
+    model: Annotated[Optional[Path], typer.Option(
+        help="Bundle folder (default: the shipped bundle).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print bundle.json's summary as JSON.")
+                        ] = False,
+) -> None:
+    """Describe a model bundle: model, intended use, variants and their metrics, references."""
+    try:
+        from bmd_edge.bundle import Bundle
+
+        b = Bundle.load(model)
+        m = b.meta
+        summary = {
+            "path": str(b.root), "model": m["model"], "intended_use": m["intended_use"],
+            "training_data": m["training_data"],
+            "variants": {n: {k: v.get(k) for k in ("file", "runtime", "precision", "metrics")}
+                         for n, v in b.variants.items()},
+            "interval": m["interval"], "screening_threshold_gcm2": m["screening_threshold_gcm2"],
+            "t_reference": m["references"].get("t_score", {}).get("name"),
+            "z_reference": m["references"].get("z_score", {}).get("name"),
+            "preprocess": m["input"]["preprocess"], "versions": m.get("versions", {}),
+        }
+        if json_out:
+            typer.echo(json.dumps(summary, ensure_ascii=False))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        con = Console(highlight=False)
+        con.print(f"[bold]{m['model'].get('name')} {m['model'].get('version')}[/bold]  {b.root}")
+        con.print(f"Intended use: {m['intended_use']}")
+        con.print(f"Training data: {m['training_data']}")
+        tab = Table("variant", "file", "runtime", "precision", "metrics")
+        for n, v in summary["variants"].items():
+            met = ", ".join(f"{k} {x:.3g}" if isinstance(x, (int, float)) else f"{k} {x}"
+                            for k, x in (v.get("metrics") or {}).items())
+            tab.add_row(n, str(v["file"]), str(v["runtime"]), str(v["precision"]), met)
+        con.print(tab)
+        iv = m["interval"]
+        con.print(f"Interval: {iv.get('method')} ±{iv.get('halfwidth_gcm2')} g/cm² at "
+                  f"{iv.get('coverage')} coverage (n={iv.get('n_calibration')})")
+        con.print(f"Screening threshold: {m['screening_threshold_gcm2']} g/cm²")
+        con.print(f"T-score reference: {summary['t_reference']}")
+        con.print(f"Z-score reference: {summary['z_reference']}")
+    except BmdEdgeError as err:
+        raise _fail(err) from None
+    finally:
+        sys.stdout.flush()
