@@ -164,20 +164,29 @@ def run_batch(predictor: Any, items: Sequence[BatchItem], out: Path, *, force: b
                         return
                     pending.append((nxt, pool.submit(prepare, nxt)))
 
-            batch: list[tuple[BatchItem, Any]] = []
+            # (item, prepared or None, error or None): rows are written in input order.
+            batch: list[tuple[BatchItem, Any, str | None]] = []
 
             def flush() -> None:
                 nonlocal n_ok
                 if not batch:
                     return
+                ready = [(i, p) for i, p, e in batch if e is None]
+                preds: dict[int, Any] = {}
+                run_error: str | None = None
                 try:
-                    preds = predictor.infer([p for _, p in batch])
-                    rows = [_row(i, p, include_ids=include_ids) for (i, _), p in zip(batch, preds)]
-                    n_ok += len(rows)
+                    out_preds = predictor.infer([p for _, p in ready])
+                    preds = {id(i): pr for (i, _), pr in zip(ready, out_preds)}
                 except BmdEdgeError as err:  # a runtime failure fails this batch, not the run
-                    rows = [_row(i, error=str(err), include_ids=include_ids) for i, _ in batch]
-                    failures.extend((i.source, str(err)) for i, _ in batch)
-                writer.writerows(rows)
+                    run_error = str(err)
+                for item, _, error in batch:
+                    error = error or run_error
+                    if error is not None:
+                        failures.append((item.source, error))
+                        writer.writerow(_row(item, error=error, include_ids=include_ids))
+                    else:
+                        n_ok += 1
+                        writer.writerow(_row(item, preds[id(item)], include_ids=include_ids))
                 if progress:
                     progress(len(batch))
                 batch.clear()
@@ -186,18 +195,11 @@ def run_batch(predictor: Any, items: Sequence[BatchItem], out: Path, *, force: b
             while pending:
                 item, fut = pending.popleft()
                 try:
-                    batch.append((item, fut.result()))
+                    batch.append((item, fut.result(), None))
                 except BmdEdgeError as err:
-                    failures.append((item.source, str(err)))
-                    writer.writerow(_row(item, error=str(err), include_ids=include_ids))
-                    if progress:
-                        progress(1)
+                    batch.append((item, None, str(err)))
                 except Exception as err:  # noqa: BLE001 - one odd file must not end the run
-                    msg = f"internal error: {type(err).__name__}: {err}"
-                    failures.append((item.source, msg))
-                    writer.writerow(_row(item, error=msg, include_ids=include_ids))
-                    if progress:
-                        progress(1)
+                    batch.append((item, None, f"internal error: {type(err).__name__}: {err}"))
                 fill()
                 if len(batch) >= batch_size or not pending:
                     flush()
