@@ -72,8 +72,12 @@ def _write_dicom(path: Path, arr: np.ndarray) -> None:
     ds.save_as(str(path), enforce_file_format=True)
 
 
-def measure_decode(spec: Any, sizes: tuple[int, ...], out: Path, runs: int = 10) -> list[dict]:
-    """Median read_image and preprocess times per (format, size); failures keep their row."""
+def measure_decode(spec: Any, sizes: tuple[int, ...], out: Path, runs: int = 10,
+                   budget_s: float = 2.0) -> list[dict]:
+    """Median read_image and preprocess times per (format, size); failures keep their row.
+
+    At most `runs` repetitions, fewer (but at least 3) once a row has used `budget_s`.
+    """
     from bmd_edge.image_io import read_image
     from bmd_edge.preprocess import preprocess
 
@@ -86,7 +90,10 @@ def measure_decode(spec: Any, sizes: tuple[int, ...], out: Path, runs: int = 10)
                 path = write_format(fmt, pixels, out)
                 row["file_kb"] = path.stat().st_size / 1024
                 read_t, prep_t = [], []
-                for _ in range(max(1, runs)):
+                start = time.perf_counter()
+                for i in range(max(1, runs)):
+                    if i >= 3 and time.perf_counter() - start > budget_s:
+                        break
                     t0 = time.perf_counter()
                     rad = read_image(path)
                     t1 = time.perf_counter()

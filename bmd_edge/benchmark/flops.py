@@ -16,9 +16,10 @@ graph counts the same MACs as its fp32 source because the Conv/MatMul nodes are 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bmd_edge.errors import BundleError, DependencyError
 
@@ -84,7 +85,7 @@ def count_onnx_flops(
     if isinstance(model_or_path, (str, Path)):
         try:   # weights are not needed for shapes: skip external data, keep the file small in RAM
             model = onnx.load(str(model_or_path), load_external_data=False)
-        except Exception as err:  # noqa: BLE001 - onnx raises several unrelated types
+        except Exception as err:
             raise BundleError(f"cannot read ONNX model {model_or_path}: {err}") from err
     else:
         model = onnx.ModelProto()

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -105,13 +106,15 @@ class _Runner:
 class _BackendRunner(_Runner):
     """OpenVINO / ONNX Runtime through bmd_edge.runtime.backends."""
 
-    def __init__(self, file: Path, runtime: str, hint: str | None, threads: int) -> None:
+    def __init__(self, file: Path, runtime: str, hint: str | None, threads: int,
+                 precision: str) -> None:
         from bmd_edge.runtime.backends import SessionConfig, open_session
 
         self.file, self.runtime, self.hint, self._threads = file, runtime, hint or "f32", threads
         self.session = open_session(file, SessionConfig(runtime, threads, self.hint))
         self.threads = int(getattr(self.session, "threads", threads))
-        self.precision_used = _precision_used(self.session, runtime)
+        self.precision_used = (_precision_used(self.session) if runtime == "openvino"
+                               else "int8 (QDQ)" if precision == "int8" else "fp32")
 
     def run(self, feeds: Feeds) -> np.ndarray:
         return self.session.run(*feeds)[0]
@@ -142,10 +145,8 @@ class _BackendRunner(_Runner):
         return n * batch / (time.perf_counter() - t0)
 
 
-def _precision_used(session: Any, runtime: str) -> str:
-    """What actually ran: OpenVINO's inference precision + int8 share of its heavy layers."""
-    if runtime != "openvino":
-        return "f32 math (int8 ops stay int8)" if runtime == "onnxruntime" else ""
+def _precision_used(session: Any) -> str:
+    """What OpenVINO actually ran: its inference precision + int8 share of its heavy layers."""
     compiled = getattr(session, "_compiled", None)
     base = str(getattr(session, "precision", "f32"))
     if compiled is None:
@@ -188,10 +189,11 @@ class _TorchRunner(_Runner):
         return bmd.numpy().reshape(-1)
 
 
-def open_runner(runtime: str, file: Path, hint: str | None, threads: int) -> _Runner:
+def open_runner(runtime: str, file: Path, hint: str | None, threads: int,
+                precision: str = "fp32") -> _Runner:
     if runtime == "torch":
         return _TorchRunner(file, threads)
-    return _BackendRunner(file, runtime, hint, threads)
+    return _BackendRunner(file, runtime, hint, threads, precision)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -201,16 +203,21 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def measure_variant(runtime: str, file: Path, hint: str | None, data: Feeds,
-                    cfg: MeasureConfig) -> Measurement:
+                    cfg: MeasureConfig, precision: str = "fp32") -> Measurement:
     """Load and measure one variant; failures become status "failed" with a one-line reason."""
-    m = Measurement(rss_baseline_mib=_rss_now_mib())
-    stage = "load"
+    stage = "import"
+    m = Measurement()
     try:
-        runner, m.load_ms = _timed(lambda: open_runner(runtime, file, hint, cfg.threads))
+        import importlib
+
+        importlib.import_module({"torch": "torch", "openvino": "openvino"}.get(runtime, "onnxruntime"))
+        m.rss_baseline_mib = _rss_now_mib()   # runtime imported + cases loaded, model not yet
+        stage = "load"
+        runner, m.load_ms = _timed(lambda: open_runner(runtime, file, hint, cfg.threads, precision))
         m.precision_used, m.threads = runner.precision_used, runner.threads
         n = data[0].shape[0]
         stage = "first inference"
-        one = lambda i: tuple(a[i:i + 1] for a in data)  # noqa: E731
+        one = lambda i: tuple(a[i:i + 1] for a in data)
         first, m.first_inference_ms = _timed(lambda: runner.run(one(0)))  # type: ignore[arg-type]
         stage = "accuracy pass"
         preds = [float(np.asarray(first).reshape(-1)[0])]

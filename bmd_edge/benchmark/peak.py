@@ -14,8 +14,9 @@ torch worker), and report GFLOP/s at the median of a timed loop:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

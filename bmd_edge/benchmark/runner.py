@@ -119,6 +119,7 @@ def prepare_cases(cfg: BenchConfig, spec: Any, schema: dict | None, workdir: Pat
         manifest_path = generate_cohort(cfg.synth_n, workdir / "synth", seed=cfg.seed)
         source = f"synthetic cohort n={cfg.synth_n}, seed={cfg.seed}"
     man = read_manifest(manifest_path, require_label=True)
+    man.raise_on_problems()
     if not man.cases:
         raise InputError(f"manifest {manifest_path} has no usable labelled cases")
     imgs, vals, pres, ys = [], [], [], []
@@ -297,10 +298,11 @@ def run_benchmark(cfg: BenchConfig, workdir: Path | None = None) -> BenchResult:
                 continue
             if cfg.isolate:
                 measured[p.name] = run_isolated(p.row.runtime, p.file, p.row.hint, npz, cfg.measure,
-                                                work, p.name, cfg.timeout_s)
+                                                work, p.name, cfg.timeout_s, p.row.precision)
             else:
                 measured[p.name] = measure_variant(p.row.runtime, p.file, p.row.hint, cases.data,
-                                                   cfg.measure)
+                                                   cfg.measure, p.row.precision)
+                measured[p.name].notes.append("in-process: RSS shared with the other rows")
         peaks = _measure_peaks(plans, cfg) if cfg.peaks else []
         flops = _flops(plans, cases.image_size, cases.data[1].shape[1])
         rows = _with_speedups([_result(p, measured.get(p.name), cases, flops, peaks) for p in plans])

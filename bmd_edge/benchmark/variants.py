@@ -10,9 +10,10 @@ variants that match no canonical row are appended as extra rows under their own 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bmd_edge.errors import InputError
 

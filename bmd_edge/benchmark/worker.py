@@ -33,15 +33,16 @@ def load_cases(path: Path) -> Feeds:
 
 
 def run_isolated(runtime: str, file: Path, hint: str | None, cases: Path, cfg: MeasureConfig,
-                 workdir: Path, name: str, timeout_s: float = 1800.0) -> Measurement:
+                 workdir: Path, name: str, timeout_s: float = 1800.0,
+                 precision: str = "fp32") -> Measurement:
     """Measure one variant in a subprocess; never raises."""
     job = workdir / f"job_{name}.json"
     out = workdir / f"result_{name}.json"
     job.write_text(json.dumps({"runtime": runtime, "file": str(file), "hint": hint,
-                               "cases": str(cases), "cfg": cfg.to_dict(), "out": str(out)}))
+                               "precision": precision, "cases": str(cases), "cfg": cfg.to_dict(), "out": str(out)}))
     try:
         proc = subprocess.run([sys.executable, "-m", "bmd_edge.benchmark.worker", str(job)],
-                              capture_output=True, text=True, timeout=timeout_s)
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return Measurement(status="failed", reason=f"failed: worker timed out after {timeout_s:.0f} s")
     if not out.is_file():
@@ -56,7 +57,8 @@ def main(argv: list[str]) -> int:
     cfg_d = job["cfg"]
     cfg = MeasureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_d.items()})
     data = load_cases(Path(job["cases"]))
-    m = measure_variant(job["runtime"], Path(job["file"]), job["hint"], data, cfg)
+    m = measure_variant(job["runtime"], Path(job["file"]), job["hint"], data, cfg,
+                        job.get("precision", "fp32"))
     Path(job["out"]).write_text(json.dumps(asdict(m)))
     return 0
 
