@@ -1,0 +1,161 @@
+"""Export a trained (and optionally QAT-compressed) model into a verified bundle directory.
+
+Writers per row of `formats.FORMATS`:
+- onnx-fp32:      torch.onnx.export (TorchScript exporter, opset 17, dynamic batch).
+- onnx-int8:      NNCF quantizers switched to ONNX QuantizeLinear/DequantizeLinear pairs, exported,
+                  then weight quantizers folded into int8 initializers (onnx_int8.py), so ORT runs
+                  it and it ships at a quarter of the fp32 size.
+- openvino-*:     openvino.convert_model of the matching ONNX file, saved uncompressed
+                  (compress_to_fp16=False) — the int8 IR keeps int8 weights.
+Every file is then run by its own runtime on held-out cases (OpenVINO pinned to f32, because this
+CPU otherwise silently runs "fp32" in bf16), scored, and stamped with the bundle metadata
+(ONNX metadata_props, OpenVINO rt_info) before bundle.py hashes it and renames the folder into
+place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bmd_edge.compress.formats import ExportFormat
+from bmd_edge.errors import BundleError
+
+INPUT_NAMES = ("image", "values", "present")
+OUTPUT_NAMES = ("bmd", "field_attention")
+OPSET = 17
+
+
+def _dynamic_axes() -> dict[str, dict[int, str]]:
+    return {name: {0: "batch"} for name in (*INPUT_NAMES, *OUTPUT_NAMES)}
+
+
+def export_onnx(model: Any, example: Sequence[Any], path: str | Path) -> Path:
+    """torch.onnx.export with the contract's names and a dynamic batch dimension."""
+    import torch
+
+    path = Path(path)
+    model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, tuple(example[:3]), str(path), input_names=list(INPUT_NAMES),
+                          output_names=list(OUTPUT_NAMES), dynamic_axes=_dynamic_axes(),
+                          opset_version=OPSET, dynamo=False)
+    return path
+
+
+def export_onnx_qdq(qmodel: Any, example: Sequence[Any], path: str | Path) -> Path:
+    """A QDQ ONNX that ONNX Runtime runs, with int8 weight initializers."""
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    from bmd_edge.compress.onnx_int8 import fold_weight_quantizers
+
+    quantizers = [h for _, h in get_hook_storage(qmodel).named_hooks() if isinstance(h, BaseQuantizer)]
+    if not quantizers:
+        raise BundleError("the quantized model has no NNCF quantizers; pass a model from `quantize`")
+    for h in quantizers:  # default FAKE_QUANTIZE exports OpenVINO-only ops ORT cannot load
+        h.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "qdq_fp32_weights.onnx"
+        export_onnx(qmodel, example, raw)
+        fold_weight_quantizers(raw, path)
+    for h in quantizers:
+        h.set_export_mode(QuantizerExportMode.FAKE_QUANTIZE)
+    return path
+
+
+def onnx_to_ir(onnx_path: str | Path, xml_path: str | Path) -> Path:
+    """OpenVINO IR from an ONNX file, outputs named like the contract, weights not fp16."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    for out, name in zip(model.outputs, OUTPUT_NAMES):
+        out.get_tensor().set_names({name})
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return Path(xml_path)
+
+
+def run_model_file(path: str | Path, batches: Sequence[Sequence[np.ndarray]],
+                   threads: int | None = None) -> tuple[np.ndarray, str]:
+    """Run a .onnx (ONNX Runtime) or .xml (OpenVINO, f32 pinned) over batches: (bmd, precision)."""
+    path = Path(path)
+    feeds = [{n: np.asarray(a, dtype=np.float32) for n, a in zip(INPUT_NAMES, b)} for b in batches]
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        out = [sess.run(["bmd"], f)[0] for f in feeds]
+        return np.concatenate(out).astype(np.float64), "f32"
+    import openvino as ov
+
+    core = ov.Core()
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    req = compiled.create_infer_request()
+    out = [np.array(req.infer(f)[compiled.output("bmd")]) for f in feeds]
+    return np.concatenate(out).astype(np.float64), precision
+
+
+def write_variant(fmt: ExportFormat, stage: Path, fp32_model: Any, qmodel: Any | None,
+                  example: Sequence[Any]) -> None:
+    """Write one format row's files into the staging folder."""
+    dst = stage / fmt.file
+    if fmt.name == "onnx-fp32":
+        export_onnx(fp32_model, example, dst)
+    elif fmt.name == "onnx-int8":
+        export_onnx_qdq(qmodel, example, dst)
+    elif fmt.name in ("openvino-fp32", "openvino-int8"):
+        src = stage / ("model_fp32.onnx" if fmt.precision == "fp32" else "model_int8.onnx")
+        tmp_src = None
+        if not src.exists():  # IR requested without its ONNX sibling: make it aside
+            tmp_src = Path(tempfile.mkdtemp()) / src.name
+            (export_onnx if fmt.precision == "fp32" else export_onnx_qdq)(
+                fp32_model if fmt.precision == "fp32" else qmodel, example, tmp_src)
+            src = tmp_src
+        onnx_to_ir(src, dst)
+        if tmp_src is not None:
+            shutil.rmtree(tmp_src.parent, ignore_errors=True)
+    else:  # a row in formats.py without a writer here is a programming error
+        raise BundleError(f"no writer for export format {fmt.name!r}")
+
+
+def stamp_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Put the bundle metadata inside a model file (ONNX metadata_props / OpenVINO rt_info)."""
+    text = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+    flat = {"bmd_edge.format_version": str(meta.get("format_version", "")),
+            "bmd_edge.model": json.dumps(meta.get("model", {})),
+            "bmd_edge.output": "bmd g/cm2 (GE Lunar femoral neck)",
+            "bmd_edge.screening_threshold_gcm2": str(meta.get("screening_threshold_gcm2")),
+            "bmd_edge.metadata": text}
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        del model.metadata_props[:]
+        for k, v in flat.items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save(model, str(path))
+    elif path.suffix == ".xml":
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        for k, v in flat.items():
+            model.set_rt_info(v, ["bmd_edge", k.split(".", 1)[1]])
+        tmp = path.with_name(path.stem + ".stamp.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        del model, core
+        tmp.replace(path)
+        tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
