@@ -16,11 +16,15 @@ import logging
 import re
 import warnings
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bmd_edge.errors import ImageReadError, UnsupportedImageError
 from bmd_edge.image_io import ImageInfo, Radiograph, check_dimensions, scale_float, to_gray
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 # Tags that identify a person. They go to ImageInfo.patient_ids (repr=False), never into a
 # message or a warning.
@@ -57,6 +61,7 @@ def decode_dicom(data: bytes, name: str = "<bytes>") -> Radiograph:
             except Exception as exc:  # noqa: BLE001 - any parser failure means a bad file
                 raise ImageReadError(f"{name}: DICOM file is truncated or corrupt "
                                      f"({type(exc).__name__}); re-export it") from None
+            _fill_transfer_syntax(ds)
             warn: list[str] = []
             pixels = _pixels(ds, name, warn)
             info = _info(ds)
@@ -65,7 +70,23 @@ def decode_dicom(data: bytes, name: str = "<bytes>") -> Radiograph:
     return Radiograph(pixels=pixels, info=info, warnings=tuple(warn))
 
 
-def _pixels(ds: object, name: str, warn: list[str]) -> np.ndarray:
+def _fill_transfer_syntax(ds: Dataset) -> None:
+    """Files without file meta (old ACR-NEMA style) still say how they were encoded."""
+    from pydicom import uid
+    from pydicom.dataset import FileMetaDataset
+
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = getattr(ds, "original_encoding", (None, None))
+        if little is False:
+            ds.file_meta.TransferSyntaxUID = uid.ExplicitVRBigEndian
+        else:
+            ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit
+                                              else uid.ExplicitVRLittleEndian)
+
+
+def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
     """Check size and decoder first, then decode and map to display values in [0, 1]."""
     from pydicom.pixels import apply_color_lut, get_decoder
 
@@ -78,7 +99,7 @@ def _pixels(ds: object, name: str, warn: list[str]) -> np.ndarray:
     if frames != 1:
         raise UnsupportedImageError(f"{name}: DICOM has {frames} frames; expected a single-frame "
                                     "radiograph (export the frame you want as its own file)")
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in ds else None
+    tsyntax = ds.file_meta.get("TransferSyntaxUID")
     if tsyntax is not None and tsyntax.is_compressed:
         try:
             decoder = get_decoder(tsyntax)
@@ -111,8 +132,8 @@ def _pixels(ds: object, name: str, warn: list[str]) -> np.ndarray:
                                 "supported; accepted: MONOCHROME1/2, RGB, YBR, PALETTE COLOR")
 
 
-def _monochrome(arr: np.ndarray, ds: object, name: str, warn: list[str]) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window, else min-max: display values in [0, 1]."""
+def _monochrome(arr: np.ndarray, ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
+    """Modality LUT, then VOI LUT or window, else the stored range: display values in [0, 1]."""
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
     if np.issubdtype(arr.dtype, np.floating):  # Float Pixel Data: no LUTs apply
@@ -136,19 +157,32 @@ def _monochrome(arr: np.ndarray, ds: object, name: str, warn: list[str]) -> np.n
                 return ((out - lo) / (hi - lo)).clip(0.0, 1.0).astype(np.float32)
         except (ValueError, TypeError, IndexError):
             pass
-        warn.append("DICOM window is invalid; ignored (intensities min-max scaled)")
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.float32)
-    return ((values.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+        warn.append("DICOM window is invalid; ignored (full stored range used)")
+    # No VOI: scale by the range the stored bits can hold (after the modality LUT), like a PNG is
+    # divided by its bit-depth maximum, so the same pixels give the same result in either file.
+    lo, hi = _stored_range(ds)
+    return ((values.astype(np.float64) - lo) / (hi - lo)).clip(0.0, 1.0).astype(np.float32)
 
 
-def _sop_name(ds: object) -> str:
+def _stored_range(ds: Dataset) -> tuple[float, float]:
+    """Smallest and largest modality value the stored bits allow (signed or not)."""
+    from pydicom.pixels import apply_modality_lut
+
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    probe = np.arange(lo, hi + 1, dtype=np.int64) if bits <= 16 else np.array([lo, hi])
+    mapped = apply_modality_lut(probe, ds)
+    lo_m, hi_m = float(mapped.min()), float(mapped.max())
+    return (lo_m, hi_m) if hi_m > lo_m else (lo_m, lo_m + 1.0)
+
+
+def _sop_name(ds: Dataset) -> str:
     uid = ds.get("SOPClassUID")
     return getattr(uid, "name", None) or str(uid or "unknown")
 
 
-def _text(ds: object, keyword: str) -> str | None:
+def _text(ds: Dataset, keyword: str) -> str | None:
     """A tag as a stripped string, or None when absent or blank."""
     from pydicom.multival import MultiValue
 
@@ -161,7 +195,7 @@ def _text(ds: object, keyword: str) -> str | None:
     return text or None
 
 
-def _age_years(ds: object) -> float | None:
+def _age_years(ds: Dataset) -> float | None:
     """PatientAge ("072Y", "006M", ...) or, failing that, birth date → acquisition date."""
     age = _text(ds, "PatientAge")
     if age and (m := re.fullmatch(r"(\d{1,3})\s*([DWMY])", age.upper())):
@@ -185,7 +219,7 @@ def _parse_date(text: str | None) -> date | None:
         return None
 
 
-def _spacing(ds: object) -> tuple[float, float] | None:
+def _spacing(ds: Dataset) -> tuple[float, float] | None:
     """PixelSpacing, else ImagerPixelSpacing; None when missing, zero or malformed."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
@@ -198,7 +232,7 @@ def _spacing(ds: object) -> tuple[float, float] | None:
     return None
 
 
-def _info(ds: object) -> ImageInfo:
+def _info(ds: Dataset) -> ImageInfo:
     side = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
     sex = (_text(ds, "PatientSex") or "").upper()
     bits = ds.get("BitsStored")
