@@ -95,6 +95,7 @@ def test_predict_works_with_torch_blocked(bundle: Path) -> None:
     assert set(d["interval"]) == {"low", "high", "coverage"}
     assert set(d["model"]) == {"name", "version", "variant", "backend", "precision"}
     assert d["model"]["backend"] == "openvino" and d["model"]["precision"] == "int8+f32"
+    assert d["model"]["variant"] == "openvino-int8"
     assert d["who_category"] in ("normal", "osteopenia", "osteoporosis")
     assert d["screen_positive"] == (d["bmd_gcm2"] < 0.899)
     assert {a["field"] for a in d["field_attention"]} == {"age_xray", "age_bmd", "sex",
@@ -234,6 +235,35 @@ def test_info_describes_the_bundle(bundle: Path) -> None:
     res = CliRunner().invoke(app, ["info", "--model", str(bundle), "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    assert d["model"]["name"] == "bmd-edge-tiny" and set(d["variants"]) == {"onnx_int8",
-                                                                          "onnx_fp32"}
+    assert d["model"]["name"] == "bmd-edge-tiny" and set(d["variants"]) == {
+        "openvino-int8", "onnx-int8", "onnx-fp32"}
     assert d["screening_threshold_gcm2"] == 0.899
+
+
+def test_batch_manifest_uses_row_metadata(bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "h1.jpg").write_bytes(HIP.read_bytes())
+    (tmp_path / "img" / "h2.jpg").write_bytes(HIP.read_bytes())
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(
+        "image,age_xray,sex,weight_kg,patient_id,side\n"
+        "img/h1.jpg,81,F,50,P-SECRET-1,left\n"
+        "img/h2.jpg,66,M,,P-SECRET-2,\n"
+        "img/h2.jpg,abc,M,,P-SECRET-3,\n"
+        "img/missing.jpg,70,F,,P-SECRET-4,\n")
+    out = tmp_path / "results.csv"
+    res = CliRunner().invoke(app, ["predict", str(manifest), "--model", str(bundle),
+                                   "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["n_ok"], summary["n_failed"]) == (2, 2)
+    rows = list(csv.DictReader(out.open()))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert [(r["source"], float(r["age"]), r["sex"]) for r in ok] == [
+        ("img/h1.jpg", 81.0, "F"), ("img/h2.jpg", 66.0, "M")]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["error"] for r in failed)
+    assert "SECRET" not in out.read_text() + res.output
+    CliRunner().invoke(app, ["predict", str(manifest), "--model", str(bundle),
+                             "--out", str(out), "--include-ids"])
+    assert "P-SECRET-1" in out.read_text()

@@ -58,7 +58,7 @@ def test_api_round_trip_matches_hand_computation(bundle_dir: Path) -> None:
     assert weights == sorted(weights, reverse=True)
     assert dict(res.field_attention)["smoking"] == pytest.approx(float(att[0, 9]), abs=1e-6)
     assert res.model_name == "bmd-edge-tiny" and res.backend == "onnxruntime"
-    assert res.variant == "onnx_int8" and res.precision == "int8+f32"
+    assert res.variant == "onnx-int8" and res.precision == "int8+f32"
     assert any("bmi derived" in w for w in res.warnings)
     d = res.to_dict()
     assert d["schema_version"] == 1 and "patient_ids" not in d
@@ -68,7 +68,7 @@ def test_openvino_and_onnxruntime_agree(bundle_dir: Path) -> None:
     ov = Predictor.load(bundle_dir, backend="openvino", threads=1)
     ort = Predictor.load(bundle_dir, backend="onnxruntime", threads=1, variant="fp32")
     assert ov.session.precision == "f32" and ov.session.threads == 1
-    assert ort.variant == "onnx_fp32"
+    assert ort.variant == "onnx-fp32" and ov.variant == "openvino-int8"
     recs = [{"age": 65 + 5 * i, "sex": "MF"[i % 2], "weight_kg": 55 + 7 * i} for i in range(4)]
     imgs = [np.roll(_image(), 3 * i, axis=1) for i in range(4)]
     a = ov.predict_batch(imgs, recs)

@@ -93,7 +93,10 @@ def items_from_manifest(path: Path, defaults: Mapping[str, object]
             source = case.image.name
         items.append(BatchItem(source=source, path=case.image, fields=fields,
                                patient_id=case.patient_id))
-    bad = [(f"{man.path.name}:{p.line}", str(p)) for p in man.problems]
+    by_line: dict[int, list[str]] = {}
+    for prob in man.problems:  # one failed row per manifest line, all its reasons joined
+        by_line.setdefault(prob.line, []).append(str(prob))
+    bad = [(f"{man.path.name}:{line}", "; ".join(msgs)) for line, msgs in by_line.items()]
     return items, bad
 
 

@@ -74,7 +74,7 @@ def tiny_onnx(path: Path, size: int = 32, n_fields: int = 10) -> Path:
 
 
 def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08) -> Path:
-    """A complete, checksummed bundle at `out` whose "int8" and "fp32" variants are the tiny graph.
+    """A complete, checksummed bundle at `out`: the tiny graph as OpenVINO IR and ONNX variants.
 
     (The tiny graph has no int8 ops; the variant labels only exercise variant selection.)
     """
@@ -88,6 +88,10 @@ def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08) 
     stage = staging_dir(out)
     tiny_onnx(stage / "model_int8.onnx", size)
     tiny_onnx(stage / "model_fp32.onnx", size)
+    import openvino as ov  # the IR variant exercises OpenVINO's own format, not only ONNX
+
+    ov.save_model(ov.convert_model(str(stage / "model_int8.onnx")), str(stage / "model_int8.xml"),
+                  compress_to_fp16=False)
     schema = schema_to_dict()
     meta = {
         "model": {"name": "bmd-edge-tiny", "version": "0.0.1"},
@@ -101,9 +105,12 @@ def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08) 
         "interval": {"method": "split-conformal", "coverage": 0.9,
                      "halfwidth_gcm2": halfwidth, "n_calibration": 0},
         "variants": {
-            "onnx_int8": {"file": "model_int8.onnx", "runtime": "onnxruntime",
+            "openvino-int8": {"file": "model_int8.xml", "files": ["model_int8.xml",
+                              "model_int8.bin"], "runtime": "openvino", "precision": "int8",
+                              "metrics": {}},
+            "onnx-int8": {"file": "model_int8.onnx", "runtime": "onnxruntime",
                           "precision": "int8", "metrics": {}},
-            "onnx_fp32": {"file": "model_fp32.onnx", "runtime": "onnxruntime",
+            "onnx-fp32": {"file": "model_fp32.onnx", "runtime": "onnxruntime",
                           "precision": "fp32", "metrics": {}},
         },
         "calibration": {"description": "none"},
