@@ -303,8 +303,8 @@ def _hemipelvis(g: Grid, hip: HipShape, q: dict[str, float],
     cort.append(np.maximum(blk - blk_in, 0.0) + (cav_l - cav) * inside)
     trab.append(np.maximum(blk_in - cav_l, 0.0))
     # Iliac wing: a thin plate rising above the acetabulum (only its base is in a hip view).
-    shell(ellipsoid(g, (12.0, -88.0), 70.0, 64.0, 7.0, -0.35),
-          ellipsoid(g, (12.0, -88.0), 70.0 - cp, 64.0 - cp, 7.0 - cp, -0.35))
+    shell(ellipsoid(g, (2.0, -90.0), 52.0, 64.0, 10.0, -0.3),
+          ellipsoid(g, (2.0, -90.0), 52.0 - cp, 64.0 - cp, 10.0 - cp, -0.3))
     # Ischium (a thick column under the acetabulum) and the pubic bone: a plate pierced by the
     # obturator foramen, whose rim is thickened cortex; the superior ramus runs to the symphysis.
     shell(ellipsoid(g, (34.0, 46.0), 15.0, 36.0, 13.0, -0.25),
@@ -334,8 +334,8 @@ def spine_paths(g: Grid, hip_y: float, midline_x: float,
     m, h = midline_x, hip_y
     cort, trab = [], []
     for outer, inner in (
-        (tube(g, (m, h - 125.0), (m, h - 25.0), 52.0, 14.0, 0.6),
-         tube(g, (m, h - 125.0), (m, h - 25.0), 52.0 - cortex, 14.0 - cortex, 0.6)),
+        (tube(g, (m, h - 125.0), (m, h - 25.0), 46.0, 12.0, 0.35),
+         tube(g, (m, h - 125.0), (m, h - 25.0), 46.0 - cortex, 12.0 - cortex, 0.3)),
         (ellipsoid(g, (m, h - 152.0), 27.0, 14.0, 20.0),
          ellipsoid(g, (m, h - 152.0), 27.0 - cortex, 14.0 - cortex, 20.0 - cortex)),
         (ellipsoid(g, (m, h - 190.0), 26.0, 15.0, 20.0),

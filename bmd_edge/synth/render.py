@@ -32,7 +32,7 @@ N_REF = 20000.0                             # detector counts that map to log si
 MU_BONE = 0.045                             # mm⁻¹, bone minus displaced tissue
 # Where the femoral neck of a canonical (right, unflipped) hip view falls, as image fractions
 # (x0, y0, x1, y1); fixed, for the "simple image statistic" baseline.
-NECK_ROI = (0.36, 0.43, 0.44, 0.51)
+NECK_ROI = (0.40, 0.38, 0.47, 0.45)
 
 
 @dataclass(frozen=True)
