@@ -93,3 +93,16 @@ def test_thresholds_hand_features() -> None:
     # a smooth ramp is structure, not noise
     ramp = np.tile(np.linspace(0, 1, 100, dtype=np.float32), (80, 1))
     assert measure(ramp)["smoothness"] > 0.99
+
+
+@pytest.mark.parametrize("view", ["hip", "pelvis"])
+def test_synthetic_cohort_passes(tmp_path: Path, view: str) -> None:
+    from bmd_edge.synth import generate_cohort
+
+    manifest = generate_cohort(6, tmp_path / view, seed=11, size=128, dicom=False, view=view,
+                               workers=1)
+    images = sorted((Path(manifest).parent / "images").glob("*.png"))
+    assert len(images) == 6
+    for path in images:
+        report = check_quality(read_image(path))
+        assert report.passed, (path.name, report.failures)
