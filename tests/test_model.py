@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +140,7 @@ def test_other_input_size_interpolates_position_embedding() -> None:
     model = tiny_model("xattn")
     image = torch.randn(2, 1, 96, 96)
     with torch.no_grad():
-        bmd, attn = model(image, torch.zeros(2, F), torch.ones(2, F))
+        bmd, _ = model(image, torch.zeros(2, F), torch.ones(2, F))
     assert bmd.shape == (2,) and torch.isfinite(bmd).all()
 
 

@@ -10,8 +10,10 @@ from torch import nn
 
 from bmd_edge.errors import InputError
 from bmd_edge.model.baselines import ConcatBMD, ImageOnlyBMD, MetaOnlyBMD
+from bmd_edge.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from bmd_edge.model.config import ARCHS, FUSIONS, ModelConfig
 from bmd_edge.model.encoders import BMDModel
+from bmd_edge.model.losses import WeightedSmoothL1Loss
 from bmd_edge.model.resnet import VARIANTS, create_resnet, load_torchvision_weights
 from bmd_edge.model.xattn import XAttnBMD
 
@@ -42,7 +44,24 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "ARCHS", "FUSIONS", "INPUT_NAMES", "OUTPUT_NAMES", "MODELS", "VARIANTS",
-    "BMDModel", "ConcatBMD", "ImageOnlyBMD", "MetaOnlyBMD", "ModelConfig", "XAttnBMD",
-    "build_model", "count_parameters", "create_resnet", "load_torchvision_weights",
+    "ARCHS",
+    "FUSIONS",
+    "INPUT_NAMES",
+    "MODELS",
+    "OUTPUT_NAMES",
+    "VARIANTS",
+    "BMDModel",
+    "ConcatBMD",
+    "ImageOnlyBMD",
+    "MetaOnlyBMD",
+    "ModelConfig",
+    "WeightedSmoothL1Loss",
+    "XAttnBMD",
+    "build_model",
+    "count_parameters",
+    "create_resnet",
+    "load_checkpoint",
+    "load_torchvision_weights",
+    "read_checkpoint",
+    "save_checkpoint",
 ]

@@ -34,7 +34,8 @@ class ImageEncoder(nn.Module):
         self.col_embed = nn.Parameter(torch.randn(grid, cfg.d_model) * 0.02)
 
     def position_embedding(self, h: int, w: int) -> torch.Tensor:
-        rows, cols = self.row_embed, self.col_embed  # (g, d)
+        rows: torch.Tensor = self.row_embed  # (g, d)
+        cols: torch.Tensor = self.col_embed  # (g, d)
         if rows.shape[0] != h:  # shapes are static in an exported graph: a trace-time branch
             rows = F.interpolate(rows.T[None], size=h, mode="linear", align_corners=False)[0].T
         if cols.shape[0] != w:

@@ -18,7 +18,7 @@ normalisers), so weights for any batch are reproducible and move with `.to(devic
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -44,9 +44,9 @@ class BasicBlock(nn.Module):
 
 # Variants as data: name -> ResNet kwargs. resnet10t is our tiny test/debug variant.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3), width=64),
-    "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2), width=64),
-    "resnet10t": dict(block=BasicBlock, layers=(1, 1, 1, 1), width=16),
+    "resnet34": {"block": BasicBlock, "layers": (3, 4, 6, 3), "width": 64},
+    "resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2), "width": 64},
+    "resnet10t": {"block": BasicBlock, "layers": (1, 1, 1, 1), "width": 16},
 }
 
 
