@@ -100,6 +100,9 @@ def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
         raise UnsupportedImageError(f"{name}: DICOM has {frames} frames; expected a single-frame "
                                     "radiograph (export the frame you want as its own file)")
     tsyntax = ds.file_meta.get("TransferSyntaxUID")
+    if tsyntax is not None and not tsyntax.is_transfer_syntax:
+        raise UnsupportedImageError(f"{name}: DICOM transfer syntax UID {str(tsyntax)[:64]!r} is "
+                                    "not a known transfer syntax; the file is corrupt")
     if tsyntax is not None and tsyntax.is_compressed:
         try:
             decoder = get_decoder(tsyntax)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
@@ -348,6 +349,54 @@ def test_jpeg_exif_orientation_applied(tmp_path: Path) -> None:
     rad = read_image(tmp_path / "o.jpg")
     assert rad.pixels.shape == (80, 40)  # rotated
     assert rad.pixels[:8].mean() > 0.9 and rad.pixels[14:].mean() < 0.1  # left edge → top
+
+
+# --- corrupt input never escapes as anything but ImageReadError ----------------------------------
+
+
+def _seed_files() -> dict[str, bytes]:
+    from pydicom.data import get_testdata_file
+
+    grey = _noise(40, 48)
+    tif = io.BytesIO()
+    tifffile.imwrite(tif, grey.astype(np.uint16))
+    return {
+        "png": cv2.imencode(".png", grey.astype(np.uint16) * 200)[1].tobytes(),
+        "jpeg": cv2.imencode(".jpg", grey)[1].tobytes(),
+        "tiff": tif.getvalue(),
+        "dicom": Path(get_testdata_file("MR_small.dcm")).read_bytes(),
+        "dicom-j2k": Path(get_testdata_file("MR_small_jp2klossless.dcm")).read_bytes(),
+    }
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", ["png", "jpeg", "tiff", "dicom", "dicom-j2k"])
+def test_mutated_files_fail_only_with_image_read_error(kind: str) -> None:
+    data = _seed_files()[kind]
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        mutated = bytearray(data)
+        if trial % 3 == 0:
+            mutated = mutated[: int(rng.integers(1, len(mutated)))]
+        else:
+            for _ in range(int(rng.integers(1, 8))):
+                mutated[int(rng.integers(0, len(mutated)))] = int(rng.integers(0, 256))
+        try:
+            rad = decode_image_bytes(bytes(mutated))
+        except ImageReadError:
+            continue
+        p = rad.pixels
+        assert p.dtype == np.float32 and p.ndim == 2 and np.isfinite(p).all()
+        assert 0.0 <= p.min() and p.max() <= 1.0
+
+
+def test_corrupt_transfer_syntax_uid() -> None:
+    from pydicom.data import get_testdata_file
+
+    data = Path(get_testdata_file("MR_small.dcm")).read_bytes()
+    bad = data.replace(b"1.2.840.10008.1.2.1", b"1.2.840.10008.9.9.9", 1)
+    with pytest.raises(UnsupportedImageError, match="not a known transfer syntax"):
+        decode_image_bytes(bad)
 
 
 # --- contract details ---------------------------------------------------------------------------
