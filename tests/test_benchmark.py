@@ -208,3 +208,34 @@ def test_parse_cpuinfo_flags_and_cores() -> None:
     model, physical, flags = parse_cpuinfo(text)
     assert model == "Test CPU" and physical == 1
     assert flags == frozenset({"avx2", "avx512f", "avx512_vnni", "amx_bf16"})
+
+
+def test_pytorch_row_from_checkpoint_gives_speedups(cohort, tmp_path: Path) -> None:
+    """A real (tiny) XAttn-BMD checkpoint runs in its own torch worker; speed-ups refer to it."""
+    import torch
+
+    from bmd_edge.model import build_model
+    from bmd_edge.model.checkpoint import save_checkpoint
+    from bmd_edge.model.config import ModelConfig
+    from bmd_edge.runtime.backends import INPUT_NAMES, OUTPUT_NAMES
+
+    bundle, manifest = cohort
+    cfg = ModelConfig(arch="resnet10t", d_model=16, n_heads=2, n_layers=1, image_size=32, width=8)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", model, cfg, {})
+    onnx_path = tmp_path / "tiny_fp32.onnx"
+    x = (torch.zeros(1, 1, 32, 32), torch.zeros(1, 10), torch.ones(1, 10))
+    torch.onnx.export(model, x, str(onnx_path), input_names=list(INPUT_NAMES),
+                      output_names=list(OUTPUT_NAMES), dynamo=False,
+                      dynamic_axes={n: {0: "B"} for n in (*INPUT_NAMES, *OUTPUT_NAMES)})
+    res = run_benchmark(BenchConfig(
+        bundle=bundle, checkpoint=ckpt, manifest=manifest, measure=FAST, peaks=False,
+        decode_sizes=(), only=("pytorch-fp32", "ort-fp32"), files=(("ort-fp32", onnx_path),)))
+    pt, ort_row = res.row("pytorch-fp32"), res.row("ort-fp32")
+    assert pt.status == "ok", pt.reason
+    assert ort_row.status == "ok", ort_row.reason
+    assert pt.metrics["mae"] == pytest.approx(ort_row.metrics["mae"], abs=1e-4)  # same net, same cases
+    assert pt.speedup_vs_pytorch == pytest.approx(1.0)
+    assert ort_row.speedup_vs_pytorch is not None and ort_row.speedup_vs_pytorch > 0
+    assert res.flops["by_op"]["Conv"] > 0 and not res.flops["uncounted"]

@@ -7,7 +7,8 @@ size), then sum multiply-accumulates of the ops that dominate a CNN + attention 
 * MatMul / MatMulInteger / QLinearMatMul: Π(broadcast batch dims) · M · K · N
 * Gemm: M · K · N (transA/transB respected)
 
-FLOPs = 2 · MACs. Everything else (adds, norms, softmax, pooling) is left out on purpose: it is
+Shapes static inference cannot resolve (attention reshapes computed from Shape ops) are taken
+from one ONNX Runtime run on zeros at the same pinned input shapes. FLOPs = 2 · MACs. Everything else (adds, norms, softmax, pooling) is left out on purpose: it is
 memory-bound, and the matmul-peak comparison in `peak.py` is about MAC throughput. An int8 QDQ
 graph counts the same MACs as its fp32 source because the Conv/MatMul nodes are the same.
 `onnx` is only needed here and is imported lazily (it is in the `train` extra).
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bmd_edge.errors import BundleError, DependencyError
 
@@ -99,12 +102,14 @@ def count_onnx_flops(
     for init in g.initializer:
         shapes[init.name] = list(init.dims)
 
+    heavy = [nd for nd in g.node if nd.op_type in CONV_OPS | MATMUL_OPS | {"Gemm"}]
+    unknown = sorted({t for nd in heavy for t in (*nd.input, *nd.output) if t and not shapes.get(t)})
+    if unknown:   # e.g. attention reshapes built from Shape ops: ask ONNX Runtime once
+        shapes.update(_runtime_shapes(model_or_path, model, unknown))
     by_op: dict[str, int] = {}
     uncounted: list[str] = []
     n = 0
-    for node in g.node:
-        if node.op_type not in CONV_OPS | MATMUL_OPS | {"Gemm"}:
-            continue
+    for node in heavy:
         macs = _node_macs(node, shapes)
         if macs is None:
             uncounted.append(f"{node.op_type}:{node.name or node.output[0]}")
@@ -112,6 +117,42 @@ def count_onnx_flops(
         by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
         n += 1
     return FlopCount(sum(by_op.values()), by_op, n, tuple(uncounted))
+
+
+def _runtime_shapes(source: Any, pinned: Any, names: list[str]) -> dict[str, list[int]]:
+    """Actual tensor shapes of `names` from one ONNX Runtime run on zeros at the pinned inputs.
+
+    Static shape inference cannot follow shapes computed at run time (Shape → Gather → Concat →
+    Reshape, as in attention heads); one real run gives the exact sizes. Empty dict if ORT fails.
+    """
+    onnx = _onnx()
+    try:
+        import onnxruntime as ort
+        from onnx import helper
+
+        full = onnx.load(str(source)) if isinstance(source, (str, Path)) else onnx.ModelProto()
+        if not isinstance(source, (str, Path)):
+            full.CopyFrom(source)
+        pinned_inputs = {i.name: i for i in pinned.graph.input}
+        for inp in full.graph.input:
+            if inp.name in pinned_inputs:
+                inp.CopyFrom(pinned_inputs[inp.name])
+        have = {o.name for o in full.graph.output}
+        full.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in have)
+        sess = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
+        init = {i.name for i in full.graph.initializer}
+        feeds = {}
+        for inp in full.graph.input:
+            if inp.name in init:
+                continue
+            dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+            dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+            feeds[inp.name] = np.zeros(dims, dtype=dtype)
+        outs = [o.name for o in sess.get_outputs()]
+        values = sess.run(outs, feeds)
+    except Exception:  # noqa: BLE001 - fall back to "uncounted", named in the result
+        return {}
+    return {n: list(v.shape) for n, v in zip(outs, values) if n in set(names)}
 
 
 def _node_macs(node: Any, shapes: Mapping[str, list[int] | None]) -> int | None:
