@@ -93,6 +93,7 @@ class Grid:
         self.x, self.y = x, y            # mm, shape (n, n)
         self.affine = affine             # 2×3: [x, y] = affine @ [col, row, 1]
         self.shape = x.shape
+        self._inv = np.linalg.inv(affine[:, :2])
 
     def mapped(self, sx: float, dx: float) -> "Grid":
         """The grid in a frame with x' = sx·x + dx (sx = −1 mirrors a left hip)."""
@@ -103,7 +104,7 @@ class Grid:
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice] | None:
         """Row/column slices covering the mm box [x0, x1] × [y0, y1]; None when outside."""
-        inv = np.linalg.inv(self.affine[:, :2])
+        inv = self._inv
         pts = np.array([[x0, x1, x0, x1], [y0, y0, y1, y1]]) - self.affine[:, 2:3]
         cols, rows = inv @ pts
         n_r, n_c = self.shape
