@@ -160,3 +160,18 @@ def test_synth_is_torch_free() -> None:
             "import bmd_edge.synth, bmd_edge.commands.synth\n"
             "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_project_readers_understand_the_files(cohort: Path) -> None:
+    """The package's own reader gets age, sex, side and spacing from our DICOM; the PNG matches."""
+    from bmd_edge.image_io import read_image
+
+    r = _read_rows(cohort / "manifest.csv")[2]
+    dcm = read_image(cohort / "dicom/case_00002.dcm")
+    png = read_image(cohort / r["image"])
+    assert dcm.info.format == "dicom" and png.info.format == "png"
+    assert dcm.info.age_years == int(float(r["age_xray"])) and dcm.info.sex == r["sex"]
+    assert dcm.info.laterality == r["side"] and dcm.info.view == "AP"
+    assert dcm.info.pixel_spacing_mm == pytest.approx((220.0 / SIZE,) * 2, abs=1e-3)
+    assert png.info.bits_stored == 16
+    assert np.allclose(dcm.pixels, png.pixels, atol=1e-4)

@@ -25,10 +25,11 @@ def synth(
 ) -> None:
     """Generate a synthetic hip-radiograph cohort with known femoral-neck BMD.
 
-    Writes OUT/images/case_00000.png (16-bit), OUT/manifest.csv (clinical fields, fn_bmd,
-    patient_id, side), OUT/oracle.csv (true BMD and nuisance; never train on it) and, with
-    --dicom, OUT/dicom/case_00000.dcm. No public cohort pairs hip X-rays with DXA, so this is how
-    the pipeline is trained and tested end to end.
+    Writes OUT/images/*.png (16-bit), OUT/manifest.csv and OUT/oracle.csv.
+
+    The oracle holds the true BMD and the nuisance: never train on it.
+
+    --dicom also writes OUT/dicom/*.dcm. Same seed, same bytes, for any --workers.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
