@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,9 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bmd_edge.image_io import read_image  # noqa: E402
-from bmd_edge.preprocess import preprocess  # noqa: E402
-from bmd_edge.schema import encode, parse_record  # noqa: E402
+from bmd_edge.image_io import read_image
+from bmd_edge.preprocess import preprocess
+from bmd_edge.schema import encode, parse_record
 
 
 def pct(xs: list[float]) -> tuple[float, float]:
@@ -50,7 +49,7 @@ def make_images(work: Path) -> dict[str, Path]:
     man = generate_cohort(20, work / "cohort", seed=7, size=512, dicom=True, view="hip",
                           workers=1)
     cohort = Path(man).parent
-    base = sorted((cohort / "images").glob("*.png"))[0]
+    base = min((cohort / "images").glob("*.png"))
     img16 = cv2.imread(str(base), cv2.IMREAD_UNCHANGED)
     out: dict[str, Path] = {"png16 512²": base}
     for s in (1024, 2048):
@@ -61,7 +60,7 @@ def make_images(work: Path) -> dict[str, Path]:
     cv2.imwrite(str(jpg), cv2.resize((img16 >> 8).astype(np.uint8), (1024, 1024)),
                 [cv2.IMWRITE_JPEG_QUALITY, 92])
     out["jpeg 1024²"] = jpg
-    out["dicom 512² (16-bit)"] = sorted((cohort / "dicom").glob("*.dcm"))[0]
+    out["dicom 512² (16-bit)"] = min((cohort / "dicom").glob("*.dcm"))
     out["_cohort"] = cohort
     return out
 
@@ -121,8 +120,8 @@ def bench_process(bundle: Path, image: Path, runs: int) -> dict[str, tuple[float
                     "w=time.perf_counter()-t;"
                     "m=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
                     "print(r.returncode,w,m)")
-            o = subprocess.run([sys.executable, "-c", code, *cmd], env=env, capture_output=True,
-                               text=True, cwd=ROOT).stdout.split()
+            o = subprocess.run([sys.executable, "-c", code, *cmd], env=env, check=False,
+                               capture_output=True, text=True, cwd=ROOT).stdout.split()
             if o[0] != "0":
                 raise SystemExit(f"predict failed in benchmark: {o}")
             walls.append(float(o[1]))

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bmd_edge.errors import MetadataError
 

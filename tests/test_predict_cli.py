@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -81,8 +80,8 @@ def dicom_hip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BMD_EDGE_DEBUG": ""}
-    return subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], check=False,
+                          capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_predict_works_with_torch_blocked(bundle: Path) -> None:
@@ -103,7 +102,7 @@ def test_predict_works_with_torch_blocked(bundle: Path) -> None:
     # and the torch block really bites: importing torch in that interpreter fails
     probe = subprocess.run([sys.executable, "-c", BLOCK_TORCH.replace(
         "from bmd_edge.cli import main\nmain(sys.argv[1:])\n", "import torch\n")],
-        capture_output=True, text=True)
+        check=False, capture_output=True, text=True)
     assert probe.returncode != 0 and "torch is blocked" in probe.stderr
 
 

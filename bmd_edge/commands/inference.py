@@ -182,8 +182,13 @@ def _run_batch(predictor: Any, source: Path, out: Path, fields: dict[str, Any], 
                force: bool, json_out: bool, include_ids: bool, strict: bool) -> int:
     """Folder or manifest → results CSV with a progress bar and a summary; the exit code."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from bmd_edge.runtime import batch as B
 

@@ -94,7 +94,6 @@ def import_openvino() -> Any:
         def find_spec(self, name: str, path: object = None, target: object = None) -> None:
             if name == "openvino.tools.ovc":
                 raise ImportError("model converter not needed for inference")
-            return None
 
     blocker = _SkipConverter()
     sys.meta_path.insert(0, blocker)

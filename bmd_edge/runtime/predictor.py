@@ -12,9 +12,10 @@ from `to_dict()` unless asked) and never enter a warning.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class Predictor:
     @classmethod
     def load(cls, bundle: str | Path | Any = None, backend: str = "openvino",
              variant: str | None = None, threads: int | None = None,
-             precision: str = "f32", cache: bool = True) -> "Predictor":
+             precision: str = "f32", cache: bool = True) -> Predictor:
         """Load a bundle (default: the shipped one) and open one session on it.
 
         variant: a variant name from bundle.json or a precision ("int8" default, "fp32").

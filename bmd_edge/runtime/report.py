@@ -10,8 +10,9 @@ identifiers are drawn unless the caller passes them explicitly.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
