@@ -156,12 +156,17 @@ def _precision_used(session: Any) -> str:
     heavy = int8 = 0
     for op in compiled.get_runtime_model().get_ops():
         rt = op.get_rt_info()
-        layer = str(rt["layerType"]) if "layerType" in rt else op.get_type_name()
+        layer = _any(rt["layerType"]) if "layerType" in rt else op.get_type_name()
         if layer in {"Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution"}:
             heavy += 1
-            prec = str(rt["runtimePrecision"]) if "runtimePrecision" in rt else ""
+            prec = _any(rt["runtimePrecision"]) if "runtimePrecision" in rt else ""
             int8 += prec.lower() in {"i8", "u8"}
     return f"{base}, int8 {int8}/{heavy} conv+matmul" if int8 else base
+
+
+def _any(v: Any) -> str:
+    """An OVAny from rt_info as text (str() of it only gives '<OVAny class>')."""
+    return str(v.astype(str)) if hasattr(v, "astype") else str(v)
 
 
 class _TorchRunner(_Runner):
