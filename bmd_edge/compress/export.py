@@ -102,7 +102,8 @@ def run_model_file(path: str | Path, batches: Sequence[Sequence[np.ndarray]],
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = hint.to_string() if hasattr(hint, "to_string") else str(hint).lower()
     req = compiled.create_infer_request()
     out = [np.array(req.infer(f)[compiled.output("bmd")]) for f in feeds]
     return np.concatenate(out).astype(np.float64), precision

@@ -1,0 +1,208 @@
+"""End to end on a tiny model: quantize (PTQ → QAT 1 epoch) → export → load each file torch-free.
+
+Real NNCF, real torch.onnx export, real ONNX Runtime and OpenVINO sessions; the runtime checks run
+in a subprocess whose import system refuses torch, as on an edge install.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")  # the train extra; CI installs it
+from typer.testing import CliRunner  # noqa: E402
+
+from bmd_edge.bundle import META_FILE, Bundle  # noqa: E402
+from bmd_edge.cli import app  # noqa: E402
+from bmd_edge.errors import BundleError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cohort(root: Path, n: int = 45, seed: int = 0) -> Path:
+    """Tiny labelled cohort: 64 px 16-bit PNGs whose blob brightness follows the label."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    yy, xx = np.mgrid[0:64, 0:64]
+    rows = []
+    for i in range(n):
+        sex = "F" if i % 2 else "M"
+        age = float(rng.uniform(60, 85))
+        bmd = float(np.clip(0.95 - 0.006 * (age - 60) - 0.08 * (sex == "F")
+                            + rng.normal(0, 0.08), 0.45, 1.3))
+        img = 0.2 + 0.6 * bmd * np.exp(-((xx - 32) ** 2 + (yy - 30) ** 2) / 288.0)
+        img = img + rng.normal(0, 0.02, img.shape)
+        cv2.imwrite(str(root / "images" / f"c{i:03d}.png"),
+                    (np.clip(img, 0, 1) * 65535).astype(np.uint16))
+        rows.append({"image": f"images/c{i:03d}.png", "age_xray": f"{age:.1f}", "sex": sex,
+                     "weight_kg": f"{rng.uniform(50, 95):.0f}", "fn_bmd": f"{bmd:.3f}",
+                     "patient_id": f"p{i:03d}", "split": "val" if i % 3 == 0 else "train"})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from bmd_edge.model import build_model
+    from bmd_edge.model.checkpoint import save_checkpoint
+    from bmd_edge.preprocess import PreprocessSpec
+    from bmd_edge.training.config import resolve_config
+
+    root = tmp_path_factory.mktemp("e2e")
+    manifest = _cohort(root / "cohort")
+    tc = resolve_config("tiny")
+    cfg = tc.model_config()
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    model.set_label_scale(0.8, 0.12)
+    save_checkpoint(root / "best.pt", model, cfg,
+                    {"preprocess": PreprocessSpec(size=cfg.image_size).to_dict(),
+                     "train_config": tc.to_dict()})
+    runner = CliRunner()
+    r = runner.invoke(app, ["quantize", "--checkpoint", str(root / "best.pt"), "--manifest",
+                            str(manifest), "--out", str(root / "q"), "--subset-size", "12",
+                            "--qat-epochs", "1", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", "--checkpoint", str(root / "best.pt"), "--quantized",
+                            str(root / "q"), "--out", str(root / "bundle"), "--coverage", "0.8"])
+    assert r.exit_code == 0, r.output
+    # Reference outputs from PyTorch on inputs with an odd batch size (dynamic batch check).
+    from bmd_edge.compress.pipeline import _build
+    from bmd_edge.compress.quantize import load_quantized
+
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(3, 1, 64, 64, generator=g), torch.randn(3, 10, generator=g),
+         (torch.rand(3, 10, generator=g) > 0.3).float())
+    qmodel, _ = load_quantized(root / "q" / "quantized.pt", _build, x)
+    with torch.no_grad():
+        ref = {"fp32": model(*x)[0].numpy(), "int8": qmodel(*x)[0].numpy()}
+    np.savez(root / "ref.npz", image=x[0].numpy(), values=x[1].numpy(), present=x[2].numpy(),
+             **ref)
+    return {"root": root, "bundle": root / "bundle", "ref": root / "ref.npz", "out": r.output}
+
+
+BLOCK_TORCH = """
+import sys, importlib.abc
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name == "nncf" or name.startswith("nncf."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _Block())
+"""
+
+RUN_VARIANTS = BLOCK_TORCH + """
+import json, numpy as np
+from bmd_edge.bundle import Bundle
+from bmd_edge.compress.export import run_model_file
+b = Bundle.load(sys.argv[1])
+ref = np.load(sys.argv[2])
+batch = [(ref["image"], ref["values"], ref["present"])]
+out = {}
+for name, var in b.variants.items():
+    pred, prec = run_model_file(b.model_file(name), batch)
+    out[name] = {"diff": float(np.abs(pred - ref[var["precision"]]).max()), "prec": prec,
+                 "n": int(pred.shape[0])}
+assert "torch" not in sys.modules
+print(json.dumps(out))
+"""
+
+
+def test_every_variant_runs_torch_free_and_matches_torch(built: dict) -> None:
+    proc = subprocess.run([sys.executable, "-c", RUN_VARIANTS, str(built["bundle"]),
+                           str(built["ref"])], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(res) == {"openvino-int8", "onnx-int8", "openvino-fp32", "onnx-fp32"}
+    for name, r in res.items():
+        assert r["n"] == 3  # exported with batch 8, run with batch 3: dynamic batch works
+        assert r["prec"] == "f32"  # OpenVINO pinned to f32, not silently bf16
+        limit = 1e-4 if name.endswith("fp32") else 5e-3  # int8 compared with the torch QAT model
+        assert r["diff"] <= limit, (name, r)
+
+
+def test_bundle_json_content(built: dict) -> None:
+    b = Bundle.load(built["bundle"])
+    m = b.meta
+    assert m["screening_threshold_gcm2"] == 0.899
+    assert m["input"]["names"] == ["image", "values", "present"]
+    assert m["output"]["unit"] == "g/cm2"
+    assert m["references"]["t_score"]["mean_gcm2"] == pytest.approx(1.0386, abs=1e-4)
+    assert m["interval"]["method"] == "split-conformal" and m["interval"]["coverage"] == 0.8
+    # 15 held-out cases, interleaved by label rank: 8 set the interval, 7 are scored.
+    assert m["interval"]["n_calibration"] == 8 and m["calibration"]["test_cases"] == 7
+    for name, var in m["variants"].items():
+        assert {"mae", "rmse", "r2", "auc"} <= set(var["metrics"]), name
+    assert set(m["files"]) == {"model_int8.xml", "model_int8.bin", "model_int8.onnx",
+                               "model_fp32.xml", "model_fp32.bin", "model_fp32.onnx"}
+    assert "not for diagnosis" in m["intended_use"]
+    # int8 weights really are int8: the folded ONNX is smaller than the fp32 one.
+    sizes = {n: v["metrics"]["size_bytes"] for n, v in m["variants"].items()}
+    assert sizes["onnx-int8"] < 0.7 * sizes["onnx-fp32"]
+
+
+def test_metadata_is_inside_the_model_files(built: dict) -> None:
+    import onnx
+    import openvino as ov
+
+    meta = json.loads((built["bundle"] / META_FILE).read_text())
+    props = {p.key: p.value for p in onnx.load(str(built["bundle"] / "model_int8.onnx")).metadata_props}
+    inner = json.loads(props["bmd_edge.metadata"])
+    assert inner["interval"] == meta["interval"] and "files" not in inner
+    model = ov.Core().read_model(str(built["bundle"] / "model_int8.xml"))
+    assert model.get_rt_info(["bmd_edge", "format_version"]).astype(str) == "bmd-edge-bundle/1"
+    assert {o.get_any_name() for o in model.outputs} >= {"field_attention"}
+
+
+def test_quantize_wrote_case_list_and_recipe(built: dict) -> None:
+    q = built["root"] / "q"
+    with open(q / "calibration_cases.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    roles = [r["role"] for r in rows]
+    assert roles.count("int8-ranges") == 12 and roles.count("interval") == 8
+    assert {r["sex"] for r in rows if r["role"] == "int8-ranges"} == {"F", "M"}
+    assert "stratified by FN-BMD quantile bin" in (q / "calibration.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["model_int8.bin", "model_int8.xml", "model_int8.onnx",
+                                  "model_fp32.onnx", "model_fp32.bin", META_FILE])
+def test_tampered_byte_fails_naming_the_file(built: dict, tmp_path: Path, name: str) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(built["bundle"], copy)
+    data = bytearray((copy / name).read_bytes())
+    i = data.index(b"0.899") + 4 if name == META_FILE else len(data) // 2
+    data[i] = (data[i] + 1) % 256 if name != META_FILE else ord("7")
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"checksum mismatch for file {name}"):
+        Bundle.load(copy)
+
+
+def test_export_rejects_unknown_format_and_needs_quantized_for_int8(built: dict) -> None:
+    from bmd_edge.cli import main
+
+    root = built["root"]
+    for args, msg in (
+        (["--format", "tflite"], "unknown export format 'tflite'"),
+        (["--format", "onnx-int8", "--manifest", str(root / "cohort" / "manifest.csv")],
+         "need --quantized"),
+    ):
+        proc = subprocess.run([sys.executable, "-c", "from bmd_edge.cli import main; main()",
+                               "export", "--checkpoint", str(root / "best.pt"), "--out",
+                               str(root / "never"), *args], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert msg in proc.stderr and "Traceback" not in proc.stderr
+    assert not (root / "never").exists()
+    del main
