@@ -85,7 +85,8 @@ def main() -> None:
     lines = [f"# Synthetic cohort vs published FN BMD (n = {len(man)}, seed 0, hip view)", ""]
 
     lines += ["## FN BMD at 70–80 years (measured label, g/cm², GE Lunar)", "",
-              "| sex | n | mean | SD | published mean | published SD |", "|---|---|---|---|---|---|"]
+              "| sex | n | mean | SD | published mean | published SD |",
+              "|---|---|---|---|---|---|"]
     pub = {"F": "0.78–0.88", "M": "0.88–0.98"}
     for s in "FM":
         m = (sex == s) & (age >= 70) & (age < 80)

@@ -1,4 +1,4 @@
-"""Synthetic cohort: determinism, worker independence, files and tags, and that BMD is in the image."""
+"""Synthetic cohort: determinism, worker independence, files, tags, and BMD visible in the image."""
 
 from __future__ import annotations
 

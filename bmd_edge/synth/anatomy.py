@@ -171,8 +171,9 @@ def _circle_through(p: tuple[float, float], q: tuple[float, float],
     bx, by = q
     cx, cy = r
     d = 2.0 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
-    ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
-    uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
+    a2, b2, c2 = ax**2 + ay**2, bx**2 + by**2, cx**2 + cy**2
+    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
+    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
     return ux, uy, math.hypot(ax - ux, ay - uy)
 
 

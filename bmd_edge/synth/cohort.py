@@ -23,9 +23,9 @@ True FN BMD (g/cm², GE Lunar scale) = sex mean at 75 y, BMI 27
     obesity, De Laet et al. Osteoporos Int 2005; Felson et al. JBMR 1993)
   + smoking (current −0.045 ≈ ⅓ SD, former −0.01; Ward & Klesges, Calcif Tissue Int 2001)
   + small activity/diet/alcohol effects (≤ 0.02 g/cm² across the range)
-  + a large individual component (SD 0.105) that metadata cannot explain: peak bone mass is
+  + a large individual component (SD 0.115) that metadata cannot explain: peak bone mass is
     ≈ 60–80 % heritable, so a linear model on metadata reaches R² ≈ 0.3–0.45 only.
-Women at 70–80 then average ≈ 0.82 g/cm² and men ≈ 0.93 (SD ≈ 0.13; Lunar FN references for
+Women at 70–80 then average ≈ 0.815 g/cm² and men ≈ 0.93 (SD ≈ 0.12–0.13; Lunar FN references for
 these ages give ≈ 0.78–0.88 and 0.88–0.98).
 The measured label is what a DXA scanner reports: true × (1 + N(0, 1.5 %)) — FN precision
 (CV ≈ 1–2.5 %, ISCD 2019 official positions). `oracle.csv` keeps the true value.
@@ -45,7 +45,7 @@ SMOKING = ("never", "former", "current")
 class BmdModel:
     """Coefficients of the true-BMD model; defaults are the cited effect sizes."""
 
-    mean_f: float = 0.815          # women, age 75, BMI 27, never smoker (g/cm², Lunar FN)
+    mean_f: float = 0.808          # women, age 75, BMI 27, never smoker (g/cm², Lunar FN)
     mean_m: float = 0.925          # men, same reference (≈ +0.11: men's FN BMD is higher)
     slope_f: float = -0.007        # g/cm² per year of age (women lose faster)
     slope_m: float = -0.005        # g/cm² per year of age (men)
@@ -55,7 +55,7 @@ class BmdModel:
     smoke_former: float = -0.010   # partly recovered after quitting
     activity_gain: float = 0.003   # per score point around 5: small, as in observational data
     diet_gain: float = 0.002       # per score point around 5 (calcium/vitamin D/protein proxy)
-    individual_sd: float = 0.105   # unexplained by metadata: genetics, peak bone mass, history
+    individual_sd: float = 0.115   # unexplained by metadata: genetics, peak bone mass, history
     label_cv: float = 0.015        # DXA precision (coefficient of variation) of the label
     contralateral_sd: float = 0.03 # left vs right FN BMD differ a little (pelvis view)
 

@@ -24,8 +24,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from bmd_edge.synth.anatomy import (Grid, HipShape, bone_quality, ellipsoid, hip_paths,
-                                    spine_paths)
+from bmd_edge.synth.anatomy import Grid, HipShape, bone_quality, ellipsoid, hip_paths, spine_paths
 
 F32 = np.float32
 FOV_MM = {"hip": 220.0, "pelvis": 380.0}   # field of view across the image
