@@ -12,6 +12,7 @@ from bmd_edge.training.metrics import (
     all_metrics,
     band,
     bootstrap_ci,
+    fast_metrics,
     regression_metrics,
     relative_change,
     screening_metrics,
@@ -97,3 +98,13 @@ def test_fold_summary_and_relative_change() -> None:
     assert s["mae"] == pytest.approx((2.0, math.sqrt(2.0)))
     assert s["auc"][0] == pytest.approx(0.8) and math.isnan(s["auc"][1])
     assert relative_change(0.833, 1.0) == pytest.approx(-16.7)
+
+
+def test_fast_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(7)
+    truth = np.round(rng.normal(0.88, 0.12, 150), 2)  # rounded: ties in the AUC ranks
+    pred = np.round(truth + rng.normal(0, 0.06, 150), 2)
+    slow, fast = all_metrics(truth, pred), fast_metrics(truth, pred)
+    assert set(slow) == set(fast)
+    for key in slow:
+        assert fast[key] == pytest.approx(slow[key], rel=1e-9, abs=1e-12), key

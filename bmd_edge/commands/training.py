@@ -1,20 +1,180 @@
-"""CLI commands for this area (placeholder until its owner fills it in)."""
+"""`bmd-edge train`, `cv` and `evaluate`: thin Typer wrappers over `bmd_edge.training`.
+
+Torch is imported inside the functions (the torch-free zone covers this module's top level).
+Library errors become one `error: ...` line and exit code 2 here, so the same holds under
+`bmd-edge` and under Typer's CliRunner.
+"""
 
 from __future__ import annotations
 
-from bmd_edge.errors import BmdEdgeError
+import contextlib
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bmd_edge.errors import BmdEdgeError, InputError, ManifestError
+from bmd_edge.training.config import FUSIONS, LOSSES, PRESETS, describe_presets, resolve_config
+
+_PRESET_HELP = "Preset (all values shown below): " + ", ".join(PRESETS)
 
 
-def train() -> None:
-    """Train a model."""
-    raise BmdEdgeError("train is not implemented yet")
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Library errors → one line on stderr + the error's exit code, never a traceback."""
+    try:
+        yield
+    except BmdEdgeError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
 
 
-def cv() -> None:
-    """Cross-validate."""
-    raise BmdEdgeError("cv is not implemented yet")
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        typer.echo(text, err=True)
 
 
-def evaluate() -> None:
-    """Evaluate a checkpoint."""
-    raise BmdEdgeError("evaluate is not implemented yet")
+def _load_cases(manifest: Path | None, synth: int | None, synth_size: int, seed: int,
+                tmp: Path, quiet: bool) -> tuple[list[Any], Path]:
+    """Labelled cases from --manifest, or from a synthetic cohort generated into tmp."""
+    from bmd_edge.manifest import read_manifest
+
+    if (manifest is None) == (synth is None):
+        raise InputError("give exactly one of --manifest CSV or --synth N")
+    if synth is not None:
+        if synth < 8:
+            raise InputError(f"--synth needs at least 8 cases, got {synth}")
+        from bmd_edge.synth import generate_cohort
+
+        _say(quiet, f"generating a synthetic cohort of {synth} cases ({synth_size} px) in {tmp}")
+        manifest = Path(generate_cohort(synth, tmp / "synth", seed=seed, size=synth_size))
+    m = read_manifest(manifest, require_label=True)
+    cases = [c for c in m.cases if c.fn_bmd is not None]
+    if m.problems:
+        _say(quiet, f"warning: {len(m.problems)} manifest row(s) skipped; first: {m.problems[0]}")
+    if len(cases) < 8:
+        raise ManifestError(f"{manifest}: {len(cases)} usable labelled case(s); training needs ≥ 8")
+    return cases, Path(manifest)
+
+
+def _print_config(cfg: Any, quiet: bool) -> None:
+    if quiet:
+        return
+    typer.echo("resolved config:", err=True)
+    for key, value in cfg.to_dict().items():
+        typer.echo(f"  {key:18s} {value}", err=True)
+
+
+def train(
+    preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "cpu-fast",
+    manifest: Annotated[Optional[Path], typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
+    synth: Annotated[Optional[int], typer.Option(help="Train on N synthetic cases instead (generated in a temp dir).")] = None,
+    synth_size: Annotated[int, typer.Option(help="Synthetic image side in px.")] = 256,
+    out: Annotated[Path, typer.Option(help="Output folder: best.pt, history.csv, config.json.")] = Path("runs/train"),
+    epochs: Annotated[Optional[int], typer.Option(help="Override: maximum epochs.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Override: peak AdamW learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override: images per step.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Override: input px (multiple of 32).")] = None,
+    fusion: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
+    loss: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override: seed for init, shuffling, augmentation.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Override: DataLoader worker processes.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Override: torch threads (0 = default).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Override: early-stopping patience (epochs).")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Override: validation share when the manifest has no split column.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No config print-out, progress bar or epoch log.")] = False,
+) -> None:
+    """(docstring set below from the presets)"""
+    with _errors():
+        cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
+                             image_size=image_size, fusion=fusion, loss=loss, seed=seed,
+                             workers=workers, threads=threads, patience=patience,
+                             val_fraction=val_fraction)
+        _print_config(cfg, quiet)
+        from bmd_edge.training.trainer import fit, split_cases
+
+        with tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
+            cases, _ = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
+            tr, va = split_cases(cases, cfg.val_fraction, cfg.seed)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            _say(quiet, f"training on {len(tr)} cases, validating on {len(va)}")
+            res = fit(cfg, tr, va, out, quiet=quiet, log=None if quiet else (lambda s: typer.echo(s, err=True)))
+        m = res.best_metrics
+        typer.echo(f"best epoch {res.best_epoch}: val MAE {m['mae']:.4f} g/cm², R² {m['r2']:.3f}, "
+                   f"AUC {m['auc']:.3f} → {res.checkpoint}")
+
+
+train.__doc__ = (
+    "Train a BMD model (full precision) on a manifest or a synthetic cohort; writes OUT/best.pt.\n\n"
+    "Presets: " + describe_presets() + ".\n\nOverrides replace single preset values; the resolved "
+    "config is printed first and stored in the checkpoint."
+)
+
+
+def cv(
+    preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "cpu-fast",
+    manifest: Annotated[Optional[Path], typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
+    synth: Annotated[Optional[int], typer.Option(help="Cross-validate on N synthetic cases instead.")] = None,
+    synth_size: Annotated[int, typer.Option(help="Synthetic image side in px.")] = 256,
+    folds: Annotated[int, typer.Option(help="k of the stratified k-fold (the paper: 10).")] = 10,
+    out: Annotated[Path, typer.Option(help="Output folder: oof.csv, metrics.json, subgroups.csv, PNGs.")] = Path("runs/cv"),
+    epochs: Annotated[Optional[int], typer.Option(help="Override: maximum epochs.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Override: peak AdamW learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override: images per step.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Override: input px (multiple of 32).")] = None,
+    fusion: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
+    loss: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override: seed (also shuffles the folds).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Override: DataLoader worker processes.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Override: torch threads (0 = default).")] = None,
+    baselines: Annotated[bool, typer.Option(help="Also cross-validate OST and OLS on the same folds.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only the final summary.")] = False,
+) -> None:
+    """Stratified k-fold CV (strata: BMD quantile × sex; grouped by patient_id): mean ± SD over folds,
+    subgroup metrics with bootstrap CIs, out-of-fold predictions and plots, plus OST/OLS baselines."""
+    with _errors():
+        cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
+                             image_size=image_size, fusion=fusion, loss=loss, seed=seed,
+                             workers=workers, threads=threads)
+        _print_config(cfg, quiet)
+        from bmd_edge.training.cv import run_cv
+        from bmd_edge.training.evaluate import read_oracle, write_report
+
+        log = None if quiet else (lambda s: typer.echo(s, err=True))
+        with tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
+            cases, mpath = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
+            res = run_cv({cfg.fusion: cfg}, cases, folds, out, seed=cfg.seed,
+                         baselines=baselines, log=log)
+            summary = res.summary()
+            write_report(out, cases, res.truth, res.oof, cfg.fusion,
+                         attention=res.attention.get(cfg.fusion) if cfg.fusion == "xattn" else None,
+                         oracle=read_oracle(mpath),
+                         extra={"folds": folds, "config": cfg.to_dict(),
+                                "fold_mean_sd": {n: {k: list(v) for k, v in s.items()}
+                                                 for n, s in summary.items()}})
+        for name, s in summary.items():
+            typer.echo(f"{name:8s} MAE {s['mae'][0]:.4f} ± {s['mae'][1]:.4f}  "
+                       f"R² {s['r2'][0]:.3f} ± {s['r2'][1]:.3f}  AUC {s['auc'][0]:.3f} ± {s['auc'][1]:.3f}")
+        typer.echo(f"report: {out}/metrics.json, {out}/oof.csv")
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="A best.pt written by `bmd-edge train`.")],
+    manifest: Annotated[Path, typer.Option(help="Labelled manifest CSV to evaluate on.")],
+    out: Annotated[Path, typer.Option(help="Output folder: metrics.json, subgroups.csv, PNGs.")] = Path("runs/eval"),
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+) -> None:
+    """Evaluate one checkpoint on a labelled manifest: MSE/MAE/RMSE/R²/r, the 0.899 g/cm² screen,
+    subgroups with bootstrap 95 % CIs, and scatter / Bland–Altman / ROC / attention plots."""
+    with _errors():
+        from bmd_edge.training.evaluate import evaluate_checkpoint
+
+        report = evaluate_checkpoint(checkpoint, manifest, out, batch_size=batch_size, workers=workers)
+        m = report["metrics"][report["primary"]]
+        typer.echo(f"n={report['n']}: MAE {m['mae']:.4f} g/cm², RMSE {m['rmse']:.4f}, R² {m['r2']:.3f}, "
+                   f"r {m['pearson_r']:.3f}, AUC {m['auc']:.3f}, recall {m['recall']:.3f} → {out}")

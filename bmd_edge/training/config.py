@@ -109,7 +109,7 @@ PRESETS: dict[str, TrainConfig] = {
     # Tests and smoke runs only: a tiny encoder on 64 px images, seconds per epoch.
     "tiny": TrainConfig(
         preset="tiny", arch="resnet10t", width=8, image_size=64, d_model=32, n_heads=2, n_layers=1,
-        batch_size=16, lr=1e-3, epochs=3, warmup_epochs=0.5, patience=3, workers=0,
+        batch_size=8, lr=1e-3, epochs=3, warmup_epochs=0.5, patience=3, workers=0, threads=1,
         dropout=0.0,
     ),
 }

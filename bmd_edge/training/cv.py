@@ -26,17 +26,22 @@ from bmd_edge.training.trainer import strata
 BASELINES = ("OST", "OLS")
 
 
+def fold_strata(cases: Sequence[object], k: int) -> np.ndarray:
+    """BMD quantile bin × sex, with fewer bins (4 → 1) until every stratum has ≥ k cases."""
+    for n_bins in (4, 3, 2, 1):
+        y = strata(cases, n_bins=n_bins)
+        if np.bincount(y)[np.bincount(y) > 0].min() >= k:
+            break
+    return y
+
+
 def make_folds(cases: Sequence[object], k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """k (train indices, test indices) pairs: disjoint tests covering every case once."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     if k < 2 or k > len(cases):
         raise InputError(f"folds must be between 2 and the number of cases ({len(cases)}), got {k}")
-    y = strata(cases)
-    for n_bins in (4, 3, 2, 1):  # fewer BMD bins when a stratum is smaller than k
-        y = strata(cases, n_bins=n_bins)
-        if np.bincount(y)[np.bincount(y) > 0].min() >= k:
-            break
+    y = fold_strata(cases, k)
     ids = [getattr(c, "patient_id", None) for c in cases]
     x = np.zeros(len(cases))
     if any(ids) and len(set(ids)) < len(ids):

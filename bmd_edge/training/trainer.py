@@ -36,6 +36,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     stopped_early: bool = False  # True when patience ran out before cfg.epochs
     model: Any = None  # the model with the best weights loaded (not serialised)
+    initial_val_loss: float = math.nan  # validation loss of the untrained model (the baseline)
 
 
 def strata(cases: Sequence[object], n_bins: int = 4) -> np.ndarray:
@@ -180,6 +181,8 @@ def fit(
         opt, lambda s: lr_factor(s, total, warmup, cfg.min_lr_ratio)
     )
 
+    pred, _, idx = predict(model, val_loader)
+    initial_val_loss = float(criterion(torch.from_numpy(pred), torch.from_numpy(val_ds.labels[idx])))
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_metrics, bad_epochs = math.inf, 0, {}, 0
     best_state: dict[str, torch.Tensor] = {}
@@ -235,7 +238,8 @@ def fit(
                     break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(ckpt_path, best_epoch, best_metrics, history, stopped_early, model)
+    return TrainResult(ckpt_path, best_epoch, best_metrics, history, stopped_early, model,
+                       initial_val_loss)
 
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
