@@ -239,3 +239,38 @@ def test_pytorch_row_from_checkpoint_gives_speedups(cohort, tmp_path: Path) -> N
     assert pt.speedup_vs_pytorch == pytest.approx(1.0)
     assert ort_row.speedup_vs_pytorch is not None and ort_row.speedup_vs_pytorch > 0
     assert res.flops["by_op"]["Conv"] > 0 and not res.flops["uncounted"]
+
+
+def test_benchmark_runs_with_torch_blocked(cohort, tmp_path: Path) -> None:
+    """The edge install has no torch: the command still runs, and the PyTorch row says why."""
+    import subprocess
+    import sys
+
+    bundle, manifest = cohort
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from bmd_edge.cli import main\n"
+            f"main(['benchmark', '--model', {str(bundle)!r}, '--manifest', {str(manifest)!r}, "
+            "'--variants', 'pytorch-fp32,ort-fp32', '--runs', '2', '--seconds', '0.02', "
+            f"'--threads', '1', '--no-decode', '--no-peaks', '--in-process', '--out', {str(tmp_path)!r}])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {v["name"]: v for v in json.loads((tmp_path / "latency.json").read_text())["variants"]}
+    assert rows["ort-fp32"]["status"] == "ok"
+    assert rows["pytorch-fp32"]["status"] == "absent" and "torch" in rows["pytorch-fp32"]["reason"]
+
+
+def test_accuracy_matches_scikit_learn() -> None:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
+
+    from bmd_edge.benchmark.runner import accuracy
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(0.9, 0.12, 200)
+    p = np.round(y + rng.normal(0, 0.08, 200), 2)          # rounding makes tied scores
+    m = accuracy(y, list(p), 0.899)
+    assert m["mae"] == pytest.approx(mean_absolute_error(y, p))
+    assert m["rmse"] == pytest.approx(np.sqrt(mean_squared_error(y, p)))
+    assert m["r2"] == pytest.approx(r2_score(y, p))
+    assert m["auc"] == pytest.approx(roc_auc_score(y < 0.899, -p))
+    assert accuracy(np.array([1.0, 1.1]), [1.0, 1.0], 0.899)["auc"] is None   # one class only

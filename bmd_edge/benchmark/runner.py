@@ -135,15 +135,28 @@ def prepare_cases(cfg: BenchConfig, spec: Any, schema: dict | None, workdir: Pat
     return Cases(data, np.asarray(ys, np.float64), source, int(spec.size))
 
 
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC-AUC as P(score_pos > score_neg) + ½ P(tie) (= sklearn's roc_auc_score); None if one class.
+
+    numpy only: the edge install has no scikit-learn/scipy, and the benchmark must run there.
+    """
+    pos, neg = score[positive], score[~positive]
+    if pos.size == 0 or neg.size == 0:
+        return None
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
 def accuracy(labels: np.ndarray, preds: list[float], threshold: float) -> dict[str, float | None]:
     """MAE, RMSE, R², ROC-AUC (positive = measured BMD < threshold; score = −prediction)."""
-    from bmd_edge.training.metrics import all_metrics
-
     p = np.asarray(preds, np.float64)
-    if p.shape != labels.shape or not np.isfinite(p).all():
+    if p.shape != labels.shape or not np.isfinite(p).all() or labels.size == 0:
         return {"mae": None, "rmse": None, "r2": None, "auc": None}
-    m = all_metrics(labels, p, threshold)
-    return {k: (None if not math.isfinite(m[k]) else float(m[k])) for k in ("mae", "rmse", "r2", "auc")}
+    err = p - labels
+    ss_tot = float(((labels - labels.mean()) ** 2).sum())
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+            "r2": 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else None,
+            "auc": roc_auc(labels < threshold, -p)}
 
 
 def _size_mb(file: Path | None) -> float | None:

@@ -107,7 +107,11 @@ def _pick(entries: list[_Entry], used: set[str], runtime: str, precision: str,
 
 def torch_status() -> str | None:
     """None when torch can be imported by a worker; else why not (without importing it here)."""
-    return None if importlib.util.find_spec("torch") is not None else "torch is not installed"
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):   # blocked (sys.modules["torch"] = None) or broken
+        found = False
+    return None if found else "torch is not installed (or not importable)"
 
 
 def plan_variants(
