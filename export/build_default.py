@@ -1,0 +1,64 @@
+"""The one reproducible recipe for the shipped default bundle: synth → train → QAT → export.
+
+    .venv/bin/python export/build_default.py [--n 1200] [--epochs 8] [--preset paper] [--work runs/default]
+
+Steps (each a `bmd-edge` command, so the recipe is exactly what a user can run):
+1. `synth`    N synthetic hips (seed 0, 256 px) — the default is trained on synthetic data only.
+2. `train`    the preset (default `paper`: ResNet34, 3-layer 4-head cross-attention, 224 px) for
+              a modest epoch count (2 shared CPU cores; document the count you used).
+3. `quantize` stratified calibration subset, NNCF PTQ, QAT 2 epochs at lr 1e-5.
+4. `export`   all four formats to WORK/bundle with --ship (fp32 variants optional).
+5. copy bundle.json + the int8 files into export/ (fp32 files too; .gitignore keeps them out of
+   git), the case list and recipe into calibration/, and write calibration/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sh(*args: str) -> None:
+    print("+ bmd-edge", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "bmd_edge.cli", *args], check=True, cwd=REPO)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1200, help="synthetic cases")
+    ap.add_argument("--epochs", type=int, default=8, help="training epochs (paper preset: 30)")
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--qat-epochs", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "default")
+    a = ap.parse_args()
+    w = a.work
+    man = w / "synth" / "manifest.csv"
+    if not man.exists():
+        sh("synth", "--n", str(a.n), "--out", str(w / "synth"), "--seed", "0", "--size", "256")
+    if not (w / "train" / "best.pt").exists():
+        sh("train", "--preset", a.preset, "--manifest", str(man), "--epochs", str(a.epochs),
+           "--out", str(w / "train"))
+    sh("quantize", "--checkpoint", str(w / "train" / "best.pt"), "--manifest", str(man),
+       "--out", str(w / "q"), "--qat-epochs", str(a.qat_epochs))
+    desc = (f"{a.n} synthetic hips from `bmd-edge synth --seed 0` (no real patients); preset "
+            f"{a.preset}, {a.epochs} epochs; see export/README.md")
+    sh("export", "--checkpoint", str(w / "train" / "best.pt"), "--quantized", str(w / "q"),
+       "--out", str(w / "bundle"), "--ship", "--overwrite", "--training-data", desc)
+    for f in sorted((w / "bundle").iterdir()):
+        tmp = REPO / "export" / f".{f.name}.tmp"
+        shutil.copy2(f, tmp)
+        tmp.replace(REPO / "export" / f.name)
+    for name in ("calibration_cases.csv", "calibration.md"):
+        shutil.copy2(w / "q" / name, REPO / "calibration" / name)
+    subprocess.run([sys.executable, str(REPO / "calibration" / "make_report.py"), str(w / "bundle"),
+                    str(w / "q"), "--out", str(REPO / "calibration" / "report.md")], check=True,
+                   cwd=REPO)
+
+
+if __name__ == "__main__":
+    main()
