@@ -1,0 +1,177 @@
+"""Determinism: the same input gives bit-identical output, run after run, batch or single.
+
+Two bundles: the closed-form tiny graph (runtime/tiny.py) and a real, randomly initialised
+XAttn-BMD network (ResNet10t stem width 8, one fusion layer, 64 px) exported with the project's
+own ONNX exporter — convolutions, attention and softmax are where runtimes pick different
+kernels for different batch sizes, so that is where batch-vs-single differences would show.
+Both backends (OpenVINO pinned to f32, ONNX Runtime) run with 2 threads. RELIABILITY.md records
+the measured differences; `python tests/test_determinism.py` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmd_edge.runtime import Predictor
+from bmd_edge.runtime.tiny import write_tiny_bundle
+from corpus.make_bad_inputs import hip_like
+
+BACKENDS = ("openvino", "onnxruntime")
+RECORDS = [{"age": 62 + 4 * i, "sex": "FM"[i % 2], "weight_kg": 50 + 6 * i,
+            "smoking": ["never", "former", "current"][i % 3]} for i in range(6)]
+
+
+def real_bundle(out: Path, size: int = 64) -> Path:
+    """A real XAttn-BMD graph (random weights, fixed seed) in a verified bundle."""
+    import torch
+
+    from bmd_edge import __version__
+    from bmd_edge.bundle import staging_dir, write_bundle
+    from bmd_edge.compress.export import export_onnx
+    from bmd_edge.model import ModelConfig, build_model
+    from bmd_edge.preprocess import PreprocessSpec
+    from bmd_edge.references import default_references
+    from bmd_edge.schema import schema_to_dict
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="resnet10t", width=8, d_model=32, n_heads=4, n_layers=1,
+                      image_size=size, dropout=0.0)
+    model = build_model(cfg).eval()
+    stage = staging_dir(out)
+    example = (torch.rand(2, 1, size, size), torch.randn(2, 10), torch.ones(2, 10))
+    export_onnx(model, example, stage / "model_fp32.onnx")
+    meta = {
+        "model": {"name": "determinism-probe", "version": "0"},
+        "intended_use": "test fixture only", "training_data": "none (random weights)",
+        "input": {"preprocess": PreprocessSpec(size=size).to_dict(), "schema": schema_to_dict(),
+                  "names": ["image", "values", "present"]},
+        "output": {"name": "bmd", "unit": "g/cm2", "scale": "GE Lunar femoral neck"},
+        "references": default_references(), "screening_threshold_gcm2": 0.899,
+        "interval": {"method": "split-conformal", "coverage": 0.9, "halfwidth_gcm2": 0.1,
+                     "n_calibration": 0},
+        "variants": {"onnx_fp32": {"file": "model_fp32.onnx", "runtime": "onnxruntime",
+                                   "precision": "fp32", "metrics": {}}},
+        "calibration": {}, "versions": {"bmd_edge": __version__},
+    }
+    return write_bundle(stage, meta, out, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("det")
+    return {"tiny": write_tiny_bundle(root / "tiny", size=32), "xattn": real_bundle(root / "x")}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def measure(bundle: Path, backend: str, threads: int = 2, repeats: int = 3) -> dict[str, float]:
+    """Max |difference| of BMD and attention: repeated single runs, and batch vs single."""
+    p = Predictor.load(bundle, backend=backend, variant="fp32", threads=threads)
+    prepared = [p.prepare(hip_like(64, 56, seed=i), **r) for i, r in enumerate(RECORDS)]
+
+    def run(cases: list) -> tuple[np.ndarray, np.ndarray]:
+        return p.session.run(np.stack([c.image for c in cases]), np.stack([c.values for c in cases]),
+                             np.stack([c.present for c in cases]))
+
+    singles = [[run([c]) for c in prepared] for _ in range(repeats)]
+    bmd1 = np.concatenate([b for b, _ in singles[0]])
+    att1 = np.concatenate([a for _, a in singles[0]])
+    rep_bmd = max(float(np.abs(np.concatenate([b for b, _ in s]) - bmd1).max()) for s in singles)
+    rep_att = max(float(np.abs(np.concatenate([a for _, a in s]) - att1).max()) for s in singles)
+    batches = [run(prepared) for _ in range(repeats)]
+    rep_bmd = max(rep_bmd, *(float(np.abs(b - batches[0][0]).max()) for b, _ in batches))
+    uneven = run(prepared[:4])[0], run(prepared[4:])[0]  # batch sizes 4 and 2
+    return {
+        "repeat_bmd": rep_bmd, "repeat_att": rep_att,
+        "batch_vs_single_bmd": float(np.abs(batches[0][0] - bmd1).max()),
+        "batch_vs_single_att": float(np.abs(batches[0][1] - att1).max()),
+        "split_batch_bmd": float(np.abs(np.concatenate(uneven) - bmd1).max()),
+        "bmd_range": float(bmd1.max() - bmd1.min()),
+    }
+
+
+OV_NAMES = ("runtime/backends.py:_check_io: OpenVINO's compiled model gives the real graph's "
+            "'bmd' output several tensor names and get_any_name() returns '/Mul_3_output_0', so "
+            "an exported XAttn model (ONNX or IR) is refused; check o.get_names() instead")
+CASES = [pytest.param(w, b, marks=[pytest.mark.xfail(strict=True, reason=OV_NAMES)]
+                      if (w, b) == ("xattn", "openvino") else [], id=f"{w}-{b}")
+         for w in ("tiny", "xattn") for b in BACKENDS]
+# ONNX Runtime's batched attention softmax differs from the single-case one in the last bit
+# (measured 4.5e-8 on field_attention, 0 on bmd; RELIABILITY.md). Far below the 4 printed
+# decimals, but not bit-identical, so batch-vs-single is held to this bound, not to zero.
+BATCH_TOL = 1e-6
+
+
+@pytest.mark.parametrize(("which", "backend"), CASES)
+def test_repeat_runs_are_bit_identical(bundles: dict[str, Path], which: str,
+                                       backend: str) -> None:
+    m = measure(bundles[which], backend)
+    assert m["repeat_bmd"] == 0.0 and m["repeat_att"] == 0.0, m
+    assert m["bmd_range"] > 0  # the inputs really differ, so identical outputs mean something
+
+
+@pytest.mark.parametrize(("which", "backend"), CASES)
+def test_batch_equals_single(bundles: dict[str, Path], which: str, backend: str) -> None:
+    m = measure(bundles[which], backend, repeats=1)
+    assert m["batch_vs_single_bmd"] <= BATCH_TOL and m["split_batch_bmd"] <= BATCH_TOL, m
+    assert m["batch_vs_single_att"] <= BATCH_TOL, m
+    if which == "tiny":  # elementwise graph: no kernel choice depends on the batch size
+        assert m["batch_vs_single_bmd"] == m["batch_vs_single_att"] == 0.0, m
+
+
+def test_cli_batch_equals_cli_single(bundles: dict[str, Path], tmp_path: Path) -> None:
+    """The user-visible numbers: a manifest run and one-at-a-time runs print the same BMD."""
+    import contextlib
+    import csv
+    import io
+
+    import cv2
+
+    from bmd_edge.cli import main
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"c{i}.png"), np.round(hip_like(64, 56, i) * 255).astype("u1"))
+    (tmp_path / "m.csv").write_text("image,age_xray,sex\n" + "".join(
+        f"c{i}.png,{RECORDS[i]['age']},{RECORDS[i]['sex']}\n" for i in range(3)))
+
+    def cli(argv: list[str]) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            with contextlib.suppress(SystemExit):
+                main(argv)
+        return out.getvalue()
+
+    model = ["--model", str(bundles["xattn"]), "--variant", "fp32", "--backend", "onnxruntime"]
+    cli(["predict", str(tmp_path / "m.csv"), *model, "--out", str(tmp_path / "r.csv")])
+    with open(tmp_path / "r.csv", newline="") as fh:
+        batch = {r["source"]: r["bmd_gcm2"] for r in csv.DictReader(fh)}
+    for i in range(3):
+        d = json.loads(cli(["predict", str(tmp_path / f"c{i}.png"), *model, "--json",
+                            "--age", str(RECORDS[i]["age"]), "--sex", str(RECORDS[i]["sex"])]))
+        assert f"{d['bmd_gcm2']:.4f}" == batch[f"c{i}.png"]
+
+
+if __name__ == "__main__":  # print the numbers RELIABILITY.md quotes
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        bs = {"tiny": write_tiny_bundle(Path(d) / "tiny", size=32),
+              "xattn": real_bundle(Path(d) / "x")}
+        for name, b in bs.items():
+            for be in BACKENDS:
+                for th in (1, 2):
+                    if (name, be) == ("xattn", "openvino"):
+                        continue  # refused by the runtime (OV_NAMES)
+                    print(name, be, f"threads={th}", json.dumps(measure(b, be, threads=th)))
+        a = Predictor.load(bs["tiny"], backend="openvino", variant="fp32")
+        o = Predictor.load(bs["tiny"], backend="onnxruntime", variant="fp32")
+        diffs = [abs(a.predict(hip_like(64, 56, i), **r).bmd_gcm2
+                     - o.predict(hip_like(64, 56, i), **r).bmd_gcm2) for i, r in enumerate(RECORDS)]
+        print("tiny: openvino vs onnxruntime max |bmd diff|:", max(diffs))
