@@ -214,3 +214,123 @@ def test_reader_semantics_on_processed_files(corpus: Path) -> None:
     assert np.abs(px("cmyk_jpg") - grey).mean() < 0.02
     # zero pixel spacing is "unknown", not 0 mm
     assert read_image(corpus / CASES["dcm_spacing_zero"].target).info.pixel_spacing_mm is None
+
+
+# --- model files: tampered bundles and unsafe checkpoints are refused --------------------------
+
+
+def _copy(bundle: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def _predict_refused(bundle: Path, corpus: Path, pattern: str) -> None:
+    code, out, err = run_cli(["predict", str(corpus / CASES["grey_png"].target), *BASE_ARGS,
+                              "--model", str(bundle)], subprocess_=False)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), (code, err)
+    assert out.strip() == ""
+
+
+BASE_ARGS = ["--age", "70", "--sex", "F"]
+
+
+def test_bundle_with_a_changed_byte_in_any_file_is_refused(bundle: Path, corpus: Path,
+                                                           tmp_path: Path) -> None:
+    from bmd_edge.bundle import Bundle
+    from bmd_edge.errors import BundleError
+
+    names = sorted(p.name for p in bundle.iterdir())
+    assert "bundle.json" in names and len(names) >= 3
+    for name in names:
+        b = _copy(bundle, tmp_path / name)
+        data = bytearray((b / name).read_bytes())
+        i = len(data) // 2
+        # a changed byte that keeps bundle.json valid JSON (a digit in a metric or the like)
+        if name == "bundle.json":
+            i = data.index(b'"halfwidth_gcm2": ') + len(b'"halfwidth_gcm2": ')
+        data[i] = ord("9") if data[i] != ord("9") else ord("8")
+        (b / name).write_bytes(bytes(data))
+        with pytest.raises(BundleError, match=rf"checksum mismatch for file {re.escape(name)}"):
+            Bundle.load(b)
+        _predict_refused(b, corpus, rf"^error: checksum mismatch for file {re.escape(name)}")
+
+
+def test_bundle_missing_file_or_unknown_version_is_refused(bundle: Path, corpus: Path,
+                                                           tmp_path: Path) -> None:
+    from bmd_edge.bundle import Bundle, meta_digest
+    from bmd_edge.errors import BundleError
+
+    b = _copy(bundle, tmp_path / "missing")
+    (b / "model_int8.onnx").unlink()
+    with pytest.raises(BundleError, match=r"missing file model_int8\.onnx"):
+        Bundle.load(b)
+    _predict_refused(b, corpus, r"missing file model_int8\.onnx")
+
+    b = _copy(bundle, tmp_path / "future")
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["format_version"] = "bmd-edge-bundle/9"
+    meta["meta_sha256"] = meta_digest(meta)  # a consistent future bundle, not a tampered one
+    (b / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"format_version 'bmd-edge-bundle/9'.*reads "
+                                          r"bmd-edge-bundle/1"):
+        Bundle.load(b)
+    _predict_refused(b, corpus, r"format_version 'bmd-edge-bundle/9'")
+
+    b = _copy(bundle, tmp_path / "nojson")
+    (b / "bundle.json").write_bytes(b"\x00\xff not json")
+    _predict_refused(b, corpus, r"bundle\.json.*not valid JSON")
+
+
+class _Evil:
+    """Unpickling this runs code: it would create the marker file."""
+
+    marker = ""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_pickled_objects_is_refused_without_running_them(tmp_path: Path) -> None:
+    import torch
+
+    from bmd_edge.errors import BundleError
+    from bmd_edge.model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = str(marker)
+    _Evil.marker = str(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model_config": {}, "label": {},
+                "state_dict": {"w": torch.zeros(2)}, "payload": evil}, path)
+    with pytest.raises(BundleError, match=r"refusing to load checkpoint evil\.pt: it contains "
+                                          r"pickled Python objects"):
+        read_checkpoint(path)
+    assert not marker.exists(), "the pickled payload ran"
+    (tmp_path / "garbage.pt").write_bytes(b"\x80\x04not a checkpoint")
+    with pytest.raises(BundleError, match=r"refusing to load checkpoint garbage\.pt"):
+        read_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_package_source_has_no_unsafe_deserialisation() -> None:
+    """Every torch.load passes weights_only=True; no pickle/np.load(allow_pickle) on files."""
+    pkg = Path(__file__).resolve().parents[1] / "bmd_edge"
+    calls = 0
+    for src in sorted(pkg.rglob("*.py")):
+        text = src.read_text(encoding="utf-8")
+        for m in re.finditer(r"torch\.load\(", text):
+            calls += 1
+            depth, j = 1, m.end()
+            while depth and j < len(text):  # the call's full argument text
+                depth += {"(": 1, ")": -1}.get(text[j], 0)
+                j += 1
+            assert re.search(r"weights_only\s*=\s*True", text[m.end():j]), \
+                f"{src.name}: torch.load without weights_only=True"
+        for bad in (r"\bpickle\.loads?\(", r"allow_pickle\s*=\s*True", r"\bdill\.",
+                    r"joblib\.load\(", r"torch\.jit\.load\(", r"\byaml\.load\(",
+                    r"\bmarshal\.loads?\(", r"\bshelve\.open\("):
+            assert not re.search(bad, text), f"{src.relative_to(pkg)}: {bad}"
+    assert calls >= 1  # the checkpoint loader is found, so the scan is looking at real code
