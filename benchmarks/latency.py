@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bmd_edge.benchmark.measure import MeasureConfig  # noqa: E402
-from bmd_edge.benchmark.runner import BenchConfig, BenchResult, VariantResult, run_benchmark  # noqa: E402
-from bmd_edge.benchmark.table import write_outputs  # noqa: E402
+from bmd_edge.benchmark.measure import MeasureConfig
+from bmd_edge.benchmark.runner import BenchConfig, BenchResult, VariantResult, run_benchmark
+from bmd_edge.benchmark.table import write_outputs
 
 
 def _ok(res: BenchResult, *names: str) -> VariantResult | None:
@@ -121,6 +121,24 @@ def benchmark_app(res: BenchResult, threads: int, seconds: int, out: Path) -> No
     (out / "benchmark_app.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def make_ptq_ir(q_dir: Path, checkpoint: Path, work: Path) -> Path:
+    """An OpenVINO int8 IR of the PTQ-only model (quantize's ptq.pt) for the ov-int8-ptq row.
+
+    `bmd-edge export` builds int8 files from Q_DIR/quantized.pt (the QAT model); a copy of Q_DIR
+    whose quantized.pt is ptq.pt makes the same exporter write the PTQ IR.
+    """
+    tmp_q = work / "q_ptq"
+    if tmp_q.exists():
+        shutil.rmtree(tmp_q)
+    shutil.copytree(q_dir, tmp_q)
+    shutil.copy2(q_dir / "ptq.pt", tmp_q / "quantized.pt")
+    out = work / "bundle_ptq"
+    subprocess.run([sys.executable, "-m", "bmd_edge.cli", "export", "--checkpoint", str(checkpoint),
+                    "--quantized", str(tmp_q), "--format", "openvino-int8", "--out", str(out),
+                    "--overwrite"], check=True, cwd=ROOT)
+    return out / "model_int8.xml"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=ROOT / "export")
@@ -134,8 +152,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--benchmark-app", action="store_true")
     ap.add_argument("--app-seconds", type=int, default=15)
+    ap.add_argument("--ptq-from", type=Path, default=None,
+                    help="quantize output folder (holds ptq.pt): export its PTQ IR for ov-int8-ptq")
     a = ap.parse_args()
     files = tuple((k, Path(v)) for k, _, v in (f.partition("=") for f in a.file))
+    if a.ptq_from is not None:
+        if a.checkpoint is None:
+            ap.error("--ptq-from needs --checkpoint (the fp32 best.pt the PTQ model came from)")
+        work = ROOT / "runs" / "bench"
+        work.mkdir(parents=True, exist_ok=True)
+        files += (("ov-int8-ptq", make_ptq_ir(a.ptq_from, a.checkpoint, work)),)
     cfg = BenchConfig(bundle=a.bundle, checkpoint=a.checkpoint, manifest=a.manifest, synth_n=a.synth,
                       measure=MeasureConfig(threads=a.threads, runs=a.runs,
                                             streams=tuple(sorted({1, a.threads}))), files=files)

@@ -274,3 +274,18 @@ def test_accuracy_matches_scikit_learn() -> None:
     assert m["r2"] == pytest.approx(r2_score(y, p))
     assert m["auc"] == pytest.approx(roc_auc_score(y < 0.899, -p))
     assert accuracy(np.array([1.0, 1.1]), [1.0, 1.0], 0.899)["auc"] is None   # one class only
+
+
+def test_int8_method_implied_by_calibration_record() -> None:
+    from bmd_edge.benchmark.runner import _tag_methods
+
+    meta = {"variants": {"openvino-int8": {"file": "m.xml", "runtime": "openvino", "precision": "int8"},
+                         "openvino-fp32": {"file": "f.xml", "runtime": "openvino", "precision": "fp32"},
+                         "x": {"file": "x.xml", "runtime": "openvino", "precision": "int8", "method": "ptq"}},
+            "calibration": {"torch_metrics_test": {"fp32": {}, "ptq": {}, "qat": {}}}}
+    tagged = _tag_methods(meta)
+    assert tagged["openvino-int8"]["method"] == "qat"
+    assert "method" not in tagged["openvino-fp32"] and tagged["x"]["method"] == "ptq"
+    plans = {p.name: p for p in plan_variants(tagged, Path("/b"))}
+    assert plans["ov-int8-qat"].bundle_variant == "openvino-int8"
+    assert plans["ov-int8-ptq"].bundle_variant == "x"
