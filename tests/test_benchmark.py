@@ -289,3 +289,11 @@ def test_int8_method_implied_by_calibration_record() -> None:
     plans = {p.name: p for p in plan_variants(tagged, Path("/b"))}
     assert plans["ov-int8-qat"].bundle_variant == "openvino-int8"
     assert plans["ov-int8-ptq"].bundle_variant == "x"
+
+
+def test_synthetic_cases_when_no_manifest(cohort) -> None:
+    bundle, _ = cohort
+    res = run_benchmark(BenchConfig(bundle=bundle, synth_n=4, measure=FAST, only=("ort-fp32",),
+                                    isolate=False, peaks=False, decode_sizes=()))
+    assert res.dataset["n"] == 4 and res.dataset["source"].startswith("synthetic cohort n=4")
+    assert res.variants[0].status == "ok" and res.variants[0].metrics["mae"] is not None
