@@ -248,8 +248,8 @@ def render(hips: tuple[HipShape, HipShape], body: Body, acq: Acquisition, *, siz
     scatter *= F32(acq.spr) * np.minimum(tissue, 400.0) / F32(200.0)
     noise_rng = np.random.default_rng(acq.noise_seed)
     counts = noise_rng.poisson(primary + scatter).astype(F32)
-    counts = cv2.GaussianBlur(counts, (0, 0), max(acq.blur_px * size / 256.0, 0.3))
-    signal = np.log(F32(N_REF) / np.maximum(counts, F32(0.5)))
+    detected = cv2.GaussianBlur(counts, (0, 0), max(acq.blur_px * size / 256.0, 0.3))
+    signal = np.log(F32(N_REF) / np.maximum(detected, F32(0.5)))
     if acq.sharpen > 0:
         soft = cv2.GaussianBlur(signal, (0, 0), max(6.0 / px_mm, 1.0))
         signal = signal + F32(acq.sharpen) * (signal - soft)

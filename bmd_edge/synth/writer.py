@@ -104,13 +104,13 @@ def encode_dicom(img: np.ndarray, subj: Subject, *, seed: int, view: str,
                  spacing_mm: float) -> bytes:
     """A minimal, valid DX 'for presentation' object; UIDs derive from (seed, index)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
-    def uid(kind: str) -> str:
+    def uid(kind: str) -> UID:
         return generate_uid(entropy_srcs=["bmd-edge-synth", kind, str(seed), view,
                                           str(subj.index)])
 
-    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"   # Digital X-Ray Image Storage – For Presentation
+    sop_class = UID("1.2.840.10008.5.1.4.1.1.1.1")   # DX Image Storage, For Presentation
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = uid("sop")
