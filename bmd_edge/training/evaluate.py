@@ -76,7 +76,7 @@ def subgroup_labels(
         "age band": [band(v.get("age_xray"), AGE_EDGES) for v in vals],
         "BMI band": [band(v.get("bmi"), BMI_EDGES) for v in vals],
     }
-    col = _oracle_col(oracle or {}, "exposure", "exposure_mas", "dose")
+    col = _oracle_col(oracle or {}, "exposure_quanta", "exposure", "exposure_mas", "dose")
     if oracle and col:
         raw = [oracle.get(Path(c.image).name, {}).get(col) for c in cases]
         x = np.array([float(r) if r not in (None, "") else np.nan for r in raw])
