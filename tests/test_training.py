@@ -231,3 +231,18 @@ def test_cli_evaluate_missing_checkpoint(cohort: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--manifest",
                             str(cohort), "--out", str(tmp_path)])
     assert r.exit_code == 2 and "checkpoint not found" in r.output
+
+
+def test_cli_cv_on_a_synthetic_cohort(tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    r = runner.invoke(app, ["cv", "--preset", "tiny", "--synth", "24", "--synth-size", "64",
+                            "--folds", "2", "--epochs", "1", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "OST" in r.output and "OLS" in r.output and "xattn" in r.output
+    oof = (out / "oof.csv").read_text().splitlines()
+    assert len(oof) == 25 and oof[0].endswith("xattn,OST,OLS")
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["folds"] == 2 and set(report["fold_mean_sd"]) == {"xattn", "OST", "OLS"}
+    assert "oracle_ceiling" in report  # oracle.csv beside the synthetic manifest was found
+    assert "exposure_quanta tertile" in (out / "subgroups.csv").read_text()
+    assert (out / "roc.png").is_file() and (out / "bland_altman.png").is_file()

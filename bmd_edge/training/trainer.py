@@ -63,15 +63,21 @@ def split_cases(
         return train, val
     if not 0 < val_fraction < 1:
         raise InputError(f"val-fraction must be in (0, 1) without a split column, got {val_fraction}")
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-    n_splits = max(2, round(1 / val_fraction))
+    n_splits = max(2, min(round(1 / val_fraction), len(cases)))
     groups = [getattr(c, "patient_id", None) or f"case{i}" for i, c in enumerate(cases)]
-    y = strata(cases)
-    if np.bincount(y).min() < n_splits:
-        y = strata(cases, n_bins=1)
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    tr, va = next(folds.split(np.zeros(len(cases)), y, groups))
+    x = np.zeros(len(cases))
+    for n_bins in (4, 3, 2, 1):  # coarser strata until each has at least n_splits cases
+        y = strata(cases, n_bins=n_bins)
+        if np.bincount(y)[np.bincount(y) > 0].min() >= n_splits:
+            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            tr, va = next(folds.split(x, y, groups))
+            break
+    else:  # too few cases to stratify: grouped split on a seeded shuffle
+        order = np.random.default_rng(seed).permutation(len(cases))
+        tr_o, va_o = next(GroupKFold(n_splits=n_splits).split(x, groups=[groups[i] for i in order]))
+        tr, va = order[tr_o], order[va_o]
     return [cases[i] for i in tr], [cases[i] for i in va]
 
 
