@@ -149,6 +149,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--file", action="append", default=[], help="ROW=PATH (e.g. ov-int8-ptq=x.xml)")
+    ap.add_argument("--variants", default=None, help="comma-separated rows (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--benchmark-app", action="store_true")
     ap.add_argument("--app-seconds", type=int, default=15)
@@ -164,7 +165,8 @@ def main() -> None:
         files += (("ov-int8-ptq", make_ptq_ir(a.ptq_from, a.checkpoint, work)),)
     cfg = BenchConfig(bundle=a.bundle, checkpoint=a.checkpoint, manifest=a.manifest, synth_n=a.synth,
                       measure=MeasureConfig(threads=a.threads, runs=a.runs,
-                                            streams=tuple(sorted({1, a.threads}))), files=files)
+                                            streams=tuple(sorted({1, a.threads}))), files=files,
+                      only=tuple(a.variants.split(",")) if a.variants else None)
     runs = []
     for i in range(a.repeats):
         print(f"run {i + 1}/{a.repeats} ...", flush=True)
