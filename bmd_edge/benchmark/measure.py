@@ -146,22 +146,34 @@ class _BackendRunner(_Runner):
 
 
 def _precision_used(session: Any) -> str:
-    """What OpenVINO actually ran: its inference precision + int8 share of its heavy layers."""
-    compiled = getattr(session, "_compiled", None)
+    """What OpenVINO actually ran: inference precision hint, execution device, and the runtime
+    precision of its heavy layers (Convolution / FullyConnected / MatMul), e.g.
+    "f32 on CPU, int8 71/71 conv+matmul"."""
+    compiled = getattr(session, "_compiled", None)   # backends keep it private; read-only use
     base = str(getattr(session, "precision", "f32"))
     if compiled is None:
         return base
     hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     base = "bf16" if "bf16" in hint else "f32" if "32" in hint else hint
-    heavy = int8 = 0
+    try:
+        devices = ",".join(compiled.get_property("EXECUTION_DEVICES"))
+    except Exception:  # noqa: BLE001 - older OpenVINO: the device is CPU by construction
+        devices = "CPU"
+    heavy = int8 = bf16 = 0
     for op in compiled.get_runtime_model().get_ops():
         rt = op.get_rt_info()
         layer = _any(rt["layerType"]) if "layerType" in rt else op.get_type_name()
         if layer in {"Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution"}:
             heavy += 1
-            prec = _any(rt["runtimePrecision"]) if "runtimePrecision" in rt else ""
-            int8 += prec.lower() in {"i8", "u8"}
-    return f"{base}, int8 {int8}/{heavy} conv+matmul" if int8 else base
+            prec = (_any(rt["runtimePrecision"]) if "runtimePrecision" in rt else "").lower()
+            int8 += prec in {"i8", "u8"}
+            bf16 += prec == "bf16"
+    parts = [f"{base} on {devices}"]
+    if int8:
+        parts.append(f"int8 {int8}/{heavy} conv+matmul")
+    if bf16:
+        parts.append(f"bf16 {bf16}/{heavy} conv+matmul")
+    return ", ".join(parts)
 
 
 def _any(v: Any) -> str:
