@@ -55,7 +55,7 @@ def row_cells(r: VariantResult, front: set[str]) -> list[str]:
     best = r.best_throughput
     thr = f"{best['img_s']:.1f} ({best['label']})" if best else "–"
     rss = "–" if r.peak_rss_mib is None else (
-        f"{r.peak_rss_mib:.0f}" + (f" (+{r.rss_delta_mib:.0f})" if r.rss_delta_mib is not None else ""))
+        f"{r.peak_rss_mib:.0f}" + (f" ({r.rss_delta_mib:+.0f})" if r.rss_delta_mib is not None else ""))
     frac = "–" if r.peak_fraction_b1 is None else (
         f"{100 * r.peak_fraction_b1:.0f}/{_f(None if r.peak_fraction_thr is None else 100 * r.peak_fraction_thr, '.0f')}")
     m = r.metrics
@@ -83,12 +83,25 @@ def header_lines(res: BenchResult) -> list[str]:
 
 
 # The terminal table keeps the columns that decide a choice; the Markdown/JSON have them all.
-TERMINAL_COLUMNS = ("variant", "status", "MB", "MAE", "AUC", "p50 ms", "p99 ms", "img/s (cfg)",
-                    "1st ms", "RSS MiB (Δ)", "precision used", "× PyTorch", "% peak b1/thr")
+# Listed in order of importance: on a narrow terminal the tail is dropped, never truncated.
+TERMINAL_COLUMNS = ("variant", "status", "MAE", "p50 ms", "× PyTorch", "AUC", "img/s (cfg)",
+                    "p99 ms", "RSS MiB (Δ)", "% peak b1/thr", "precision used", "1st ms", "MB")
+
+
+def _fit_columns(rows: list[list[str]], width: int) -> list[str]:
+    """The most important TERMINAL_COLUMNS whose widest cells fit in `width` characters."""
+    need = {c: max([len(c), *(len(r[COLUMNS.index(c)]) for r in rows)]) + 3 for c in TERMINAL_COLUMNS}
+    chosen, used = [], 0
+    for c in TERMINAL_COLUMNS:
+        if used + need[c] <= width or len(chosen) < 3:
+            chosen.append(c)
+            used += need[c]
+    return chosen
 
 
 def render_rich(res: BenchResult, console: Any | None = None) -> None:
-    """Print the machine line, a compact table, the reasons of rows not measured, decode rows."""
+    """Print the machine line, a table that fits the terminal, why rows were not measured, and
+    the decode rows."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -97,14 +110,18 @@ def render_rich(res: BenchResult, console: Any | None = None) -> None:
     for line in header_lines(res):
         console.print(line, highlight=False)
     front = pareto_front(res.variants)
-    keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for c in TERMINAL_COLUMNS:
-        table.add_column(c, no_wrap=c in {"variant", "status"})
+    rows = []
     for r in res.variants:
         cells = row_cells(r, front)
         cells[1] = r.status
-        table.add_row(*(cells[i] for i in keep), style=None if r.status == "ok" else "dim")
+        rows.append(cells)
+    cols = [c for c in COLUMNS if c in _fit_columns(rows, console.width)]   # table order
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for c in cols:
+        table.add_column(c, no_wrap=True)
+    for r, cells in zip(res.variants, rows):
+        table.add_row(*(cells[COLUMNS.index(c)] for c in cols),
+                      style=None if r.status == "ok" else "dim")
     console.print(table)
     for r in res.variants:
         if r.status != "ok":
@@ -117,7 +134,10 @@ def render_rich(res: BenchResult, console: Any | None = None) -> None:
         for d in res.decode:
             dec.add_row(*_decode_cells(d))
         console.print(dec)
-    console.print("★ = Pareto front (MAE vs p50 latency); full columns in latency.md", highlight=False)
+    hidden = [c for c in TERMINAL_COLUMNS if c not in cols]
+    more = f"; hidden at this width: {', '.join(hidden)}" if hidden else ""
+    console.print(f"★ = Pareto front (MAE vs p50 latency); all columns in latency.md{more}",
+                  highlight=False)
 
 
 def _decode_cells(d: dict) -> list[str]:
