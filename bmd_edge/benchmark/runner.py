@@ -128,6 +128,9 @@ def prepare_cases(cfg: BenchConfig, spec: Any, schema: dict | None, workdir: Pat
         v, p = encode(case.record, schema)
         vals.append(v)
         pres.append(p)
+        if case.fn_bmd is None:
+            raise InputError(f"manifest {manifest_path} line {case.line}: fn_bmd is empty; "
+                             "the benchmark needs a measured BMD (g/cm²) for every case")
         ys.append(float(case.fn_bmd))
     data = (np.stack(imgs).astype(np.float32), np.stack(vals).astype(np.float32),
             np.stack(pres).astype(np.float32))
@@ -251,11 +254,12 @@ def _result(plan: VariantPlan, m: Measurement | None, cases: Cases, flops: dict,
 def _with_speedups(rows: list[VariantResult]) -> list[VariantResult]:
     from dataclasses import replace
 
-    ref = next((r for r in rows if r.name == "pytorch-fp32" and r.latency_ms), None)
+    ref = next((r.latency_ms["p50"] for r in rows
+                if r.name == "pytorch-fp32" and r.latency_ms is not None), None)
     if ref is None:
         return rows
-    return [replace(r, speedup_vs_pytorch=ref.latency_ms["p50"] / r.latency_ms["p50"])
-            if r.latency_ms else r for r in rows]
+    return [replace(r, speedup_vs_pytorch=ref / r.latency_ms["p50"])
+            if r.latency_ms is not None else r for r in rows]
 
 
 def _tag_methods(meta: dict[str, Any]) -> dict[str, Any]:

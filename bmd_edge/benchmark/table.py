@@ -31,16 +31,21 @@ COLUMNS = ("variant", "status", "MB", "MAE", "RMSE", "R²", "AUC", "p50 ms", "p9
            "% peak b1/thr")
 
 
+def _points(rows: list[VariantResult]) -> list[tuple[VariantResult, float, float]]:
+    """(row, MAE, p50 ms) of every measured row that has both."""
+    out = []
+    for r in rows:
+        mae, p50 = r.metrics.get("mae"), (r.latency_ms or {}).get("p50")
+        if r.status == "ok" and mae is not None and p50 is not None:
+            out.append((r, float(mae), float(p50)))
+    return out
+
+
 def pareto_front(rows: list[VariantResult]) -> set[str]:
     """Names of measured rows no other row beats on both MAE and p50 latency (lower is better)."""
-    pts = [(r.name, r.metrics["mae"], r.latency_ms["p50"]) for r in rows
-           if r.status == "ok" and r.latency_ms and r.metrics.get("mae") is not None]
-    front = set()
-    for name, mae, lat in pts:
-        dominated = any(m2 <= mae and l2 <= lat and (m2 < mae or l2 < lat) for _, m2, l2 in pts)
-        if not dominated:
-            front.add(name)
-    return front
+    pts = _points(rows)
+    return {r.name for r, mae, lat in pts
+            if not any(m2 <= mae and l2 <= lat and (m2 < mae or l2 < lat) for _, m2, l2 in pts)}
 
 
 def _f(x: float | None, fmt: str) -> str:
@@ -91,7 +96,8 @@ TERMINAL_COLUMNS = ("variant", "status", "MAE", "p50 ms", "× PyTorch", "AUC", "
 def _fit_columns(rows: list[list[str]], width: int) -> list[str]:
     """The most important TERMINAL_COLUMNS whose widest cells fit in `width` characters."""
     need = {c: max([len(c), *(len(r[COLUMNS.index(c)]) for r in rows)]) + 3 for c in TERMINAL_COLUMNS}
-    chosen, used = [], 0
+    chosen: list[str] = []
+    used = 0
     for c in TERMINAL_COLUMNS:
         if used + need[c] <= width or len(chosen) < 3:
             chosen.append(c)
@@ -188,15 +194,14 @@ def plot_png(res: BenchResult, path: Path) -> Path | None:
     except ImportError:
         return None
     front = pareto_front(res.variants)
-    pts = [r for r in res.variants if r.status == "ok" and r.latency_ms and r.metrics.get("mae") is not None]
+    pts = _points(res.variants)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for r in pts:
+    for r, mae, p50 in pts:
         on = r.name in front
-        ax.scatter(r.latency_ms["p50"], r.metrics["mae"], s=60 if on else 30,
-                   marker="*" if on else "o", color="C3" if on else "C0", zorder=3)
-        ax.annotate(r.name, (r.latency_ms["p50"], r.metrics["mae"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
-    fr = sorted((r.latency_ms["p50"], r.metrics["mae"]) for r in pts if r.name in front)
+        ax.scatter(p50, mae, s=60 if on else 30, marker="*" if on else "o",
+                   color="C3" if on else "C0", zorder=3)
+        ax.annotate(r.name, (p50, mae), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    fr = sorted((p50, mae) for r, mae, p50 in pts if r.name in front)
     if len(fr) > 1:
         ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", color="C3", lw=1, alpha=0.6,
                 label="Pareto front")

@@ -55,7 +55,8 @@ def run_isolated(runtime: str, file: Path, hint: str | None, cases: Path, cfg: M
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     cfg_d = job["cfg"]
-    cfg = MeasureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_d.items()})
+    cfg = MeasureConfig(**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[arg-type]
+                           for k, v in cfg_d.items()})
     data = load_cases(Path(job["cases"]))
     m = measure_variant(job["runtime"], Path(job["file"]), job["hint"], data, cfg,
                         job.get("precision", "fp32"))
