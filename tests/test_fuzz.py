@@ -85,7 +85,7 @@ def check_decode(data: bytes) -> None:
             return
         raise
     px = r.pixels
-    if KNOWN_3D_DICOM and r.info.format == "dicom" and px.ndim == 3:
+    if KNOWN_3D_DICOM and r.info.format == "dicom" and px.ndim >= 3:  # (frames, H, W[, 3])
         return
     assert px.dtype == np.float32 and px.ndim == 2 and min(px.shape) >= MIN_SIDE
     assert np.isfinite(px).all() and px.min() >= 0.0 and px.max() <= 1.0
