@@ -42,7 +42,7 @@ def main() -> None:
         stop = re.search(r"Stopped because (.*)", block)
         rows.append((name, runs, fails, stop.group(1) if stop else "?"))
     failed = re.findall(r"^FAILED (\S+)", text, re.M)
-    summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?)\s*=*$", text, re.M) or ["?"]
+    summary = re.findall(r"(\d+ (?:passed|failed)[^\n=]*)", text) or ["?"]
     sys.path.insert(0, str(ROOT / "tests"))
     from test_fuzz import KNOWN_BUGS  # noqa: E402
 
