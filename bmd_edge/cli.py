@@ -13,6 +13,7 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+import typer.main
 
 from bmd_edge import __version__
 from bmd_edge.commands import benchmark, compress, inference, synth, training
@@ -54,21 +55,46 @@ app.command("info")(inference.info)
 app.command("benchmark")(benchmark.benchmark)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, map our errors to one stderr line and an exit code."""
+    """Console entry point: run the app, map every failure to one stderr line and an exit code.
+
+    The click command runs with its own error printing off (`make_context` + `invoke`, as
+    `standalone_mode=False` would), so a bad option value (`--age abc`) gives one `error:` line
+    and exit 2 instead of click's multi-line usage box, and Ctrl-C reaches us unconverted.
+    """
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, standalone_mode=True)
-    except BmdEdgeError as err:
-        typer.echo(f"error: {err}", err=True)
+        try:
+            with command.make_context("bmd-edge", args) as ctx:
+                command.invoke(ctx)
+        except EOFError as err:  # a prompt hit end of input: the same as Ctrl-C at a prompt
+            raise typer.Abort() from err
+    except typer.Exit as err:  # --help, --version, and commands' own `raise typer.Exit(code)`
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
+    except BmdEdgeError as err:
+        typer.echo(f"error: {_one_line(str(err))}", err=True)
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except typer.TyperException as err:  # click's UsageError, BadParameter, NoSuchOption, ...
+        if type(err).__name__ == "NoArgsIsHelpError":
+            sys.exit(err.exit_code)  # building it already printed the help (to stdout)
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {_one_line(err.format_message())}{hint}", err=True)
+        sys.exit(getattr(err, "exit_code", 2))
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("BMD_EDGE_DEBUG"):
             raise
         typer.echo(
-            f"internal error: {type(err).__name__}: {err} (set BMD_EDGE_DEBUG=1 for a traceback)",
+            f"internal error: {type(err).__name__}: {_one_line(str(err))} "
+            "(set BMD_EDGE_DEBUG=1 for a traceback)",
             err=True,
         )
         sys.exit(1)

@@ -31,7 +31,7 @@ PAIRS = all_cases()
 CASES = {c.name: c for c, _ in PAIRS}
 # Run as real subprocesses: one of each kind of promise (file, DICOM, metadata, manifest, bomb).
 SUBPROCESS = {"zero_png", "pdf_as_png", "bomb_png", "dcm_multiframe", "dcm_age_conflict",
-              "weight_grams", "man_latin1", "man_1000_rows_strict"}
+              "weight_grams", "smoking_typo", "man_latin1", "man_1000_rows_strict"}
 
 
 @pytest.fixture(scope="module")
