@@ -97,12 +97,7 @@ def measure(bundle: Path, backend: str, threads: int = 2, repeats: int = 3) -> d
     }
 
 
-OV_NAMES = ("runtime/backends.py:_check_io: OpenVINO's compiled model gives the real graph's "
-            "'bmd' output several tensor names and get_any_name() returns '/Mul_3_output_0', so "
-            "an exported XAttn model (ONNX or IR) is refused; check o.get_names() instead")
-CASES = [pytest.param(w, b, marks=[pytest.mark.xfail(strict=True, reason=OV_NAMES)]
-                      if (w, b) == ("xattn", "openvino") else [], id=f"{w}-{b}")
-         for w in ("tiny", "xattn") for b in BACKENDS]
+CASES = [pytest.param(w, b, id=f"{w}-{b}") for w in ("tiny", "xattn") for b in BACKENDS]
 # ONNX Runtime's batched attention softmax differs from the single-case one in the last bit
 # (measured 4.5e-8 on field_attention, 0 on bmd; RELIABILITY.md). Far below the 4 printed
 # decimals, but not bit-identical, so batch-vs-single is held to this bound, not to zero.
@@ -124,6 +119,45 @@ def test_batch_equals_single(bundles: dict[str, Path], which: str, backend: str)
     assert m["batch_vs_single_att"] <= BATCH_TOL, m
     if which == "tiny":  # elementwise graph: no kernel choice depends on the batch size
         assert m["batch_vs_single_bmd"] == m["batch_vs_single_att"] == 0.0, m
+
+
+def test_xattn_openvino_onnx_and_ir_match_onnxruntime(bundles: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """A real export loads in OpenVINO as ONNX and as IR, although its `bmd` port has several
+    tensor names (['/Mul_3_output_0', 'bmd', ...]), and all three runtimes agree."""
+    from bmd_edge.compress.export import onnx_to_ir
+    from bmd_edge.runtime.backends import SessionConfig, open_session
+
+    onnx_file = bundles["xattn"] / "model_fp32.onnx"
+    xml = onnx_to_ir(onnx_file, tmp_path / "ir" / "model.xml")
+    rng = np.random.default_rng(0)
+    feeds = (rng.random((3, 1, 64, 64), dtype=np.float32),
+             rng.standard_normal((3, 10)).astype(np.float32), np.ones((3, 10), np.float32))
+    ref_bmd, ref_att = open_session(onnx_file, SessionConfig(backend="onnxruntime")).run(*feeds)
+    assert ref_bmd.shape == (3,) and ref_att.shape == (3, 10) and np.ptp(ref_bmd) > 0
+    for f in (onnx_file, xml):
+        bmd, att = open_session(f, SessionConfig(backend="openvino")).run(*feeds)
+        np.testing.assert_allclose(bmd, ref_bmd, atol=1e-6)
+        np.testing.assert_allclose(att, ref_att, atol=1e-6)
+
+
+def test_model_without_a_bmd_output_is_refused(bundles: dict[str, Path], tmp_path: Path) -> None:
+    """Negative control for the name check: rename the graph's `bmd` output and both refuse."""
+    import onnx
+
+    from bmd_edge.errors import BundleError
+    from bmd_edge.runtime.backends import SessionConfig, open_session
+
+    m = onnx.load(str(bundles["xattn"] / "model_fp32.onnx"))
+    for node in m.graph.node:
+        node.output[:] = ["score" if o == "bmd" else o for o in node.output]
+    for out in m.graph.output:
+        if out.name == "bmd":
+            out.name = "score"
+    onnx.save(m, str(tmp_path / "renamed.onnx"))
+    for backend in BACKENDS:
+        with pytest.raises(BundleError, match=r"outputs \[.*'field_attention'\]; expected .*'bmd'"):
+            open_session(tmp_path / "renamed.onnx", SessionConfig(backend=backend))
 
 
 def test_cli_batch_equals_cli_single(bundles: dict[str, Path], tmp_path: Path) -> None:
@@ -167,8 +201,6 @@ if __name__ == "__main__":  # print the numbers RELIABILITY.md quotes
         for name, b in bs.items():
             for be in BACKENDS:
                 for th in (1, 2):
-                    if (name, be) == ("xattn", "openvino"):
-                        continue  # refused by the runtime (OV_NAMES)
                     print(name, be, f"threads={th}", json.dumps(measure(b, be, threads=th)))
         a = Predictor.load(bs["tiny"], backend="openvino", variant="fp32")
         o = Predictor.load(bs["tiny"], backend="onnxruntime", variant="fp32")

@@ -72,11 +72,25 @@ def _feeds(image: np.ndarray, values: np.ndarray, present: np.ndarray) -> dict[s
     }
 
 
-def _check_io(kind: str, path: Path, inputs: list[str], outputs: list[str]) -> None:
-    if sorted(inputs) != sorted(INPUT_NAMES) or not set(OUTPUT_NAMES) <= set(outputs):
+def _check_io(kind: str, path: Path, inputs: list[set[str]], outputs: list[set[str]]) -> None:
+    """Each port as the set of its tensor names: the expected name must be one of them.
+
+    A port can carry several names (OpenVINO keeps the exporter's intermediate names beside
+    `bmd`, e.g. {'/Mul_3_output_0', 'bmd'}), so "the" name of a port is not well defined.
+    """
+    def has(ports: list[set[str]], name: str) -> bool:
+        return sum(name in names for names in ports) == 1
+
+    if (len(inputs) != len(INPUT_NAMES) or not all(has(inputs, n) for n in INPUT_NAMES)
+            or not all(has(outputs, n) for n in OUTPUT_NAMES)):
+        def shown(ports: list[set[str]], wanted: tuple[str, ...]) -> list[str]:
+            return [next((n for n in wanted if n in names), min(names, default="?"))
+                    for names in ports]
+
         raise BundleError(
-            f"{kind} model {path.name} has inputs {inputs} and outputs {outputs}; expected "
-            f"inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
+            f"{kind} model {path.name} has inputs {shown(inputs, INPUT_NAMES)} and outputs "
+            f"{shown(outputs, OUTPUT_NAMES)}; expected inputs {list(INPUT_NAMES)} and outputs "
+            f"{list(OUTPUT_NAMES)}"
         )
 
 
@@ -141,10 +155,10 @@ class OpenVinoSession:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BundleError(f"OpenVINO cannot load {model_file.name}: {first}") from None
         _check_io("OpenVINO", model_file,
-                  [i.get_any_name() for i in self._compiled.inputs],
-                  [o.get_any_name() for o in self._compiled.outputs])
+                  [set(i.get_names()) for i in self._compiled.inputs],
+                  [set(o.get_names()) for o in self._compiled.outputs])
         self._request = self._compiled.create_infer_request()
-        self._out = {n: self._compiled.output(n) for n in OUTPUT_NAMES}
+        self._out = {n: self._compiled.output(n) for n in OUTPUT_NAMES}  # by any of its names
         got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = "bf16" if "bf16" in got else "f32"
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -180,8 +194,8 @@ class OrtSession:
         except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BundleError(f"ONNX Runtime cannot load {model_file.name}: {first}") from None
-        _check_io("ONNX", model_file, [i.name for i in self._sess.get_inputs()],
-                  [o.name for o in self._sess.get_outputs()])
+        _check_io("ONNX", model_file, [{i.name} for i in self._sess.get_inputs()],
+                  [{o.name} for o in self._sess.get_outputs()])
         self.precision = "f32"  # ORT CPU computes float ops in f32; int8 ops stay int8
         self.threads = cfg.threads
 
