@@ -25,6 +25,7 @@ from bmd_edge.image_io import ImageInfo, Radiograph, check_dimensions, scale_flo
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+    from pydicom.tag import BaseTag
 
 # Tags that identify a person. They go to ImageInfo.patient_ids (repr=False), never into a
 # message or a warning.
@@ -61,13 +62,48 @@ def decode_dicom(data: bytes, name: str = "<bytes>") -> Radiograph:
             except Exception as exc:  # noqa: BLE001 - any parser failure means a bad file
                 raise ImageReadError(f"{name}: DICOM file is truncated or corrupt "
                                      f"({type(exc).__name__}); re-export it") from None
-            _fill_transfer_syntax(ds)
             warn: list[str] = []
+            _convert_elements(ds, name, warn)
+            _fill_transfer_syntax(ds)
             pixels = _pixels(ds, name, warn)
             info = _info(ds)
     finally:
         logger.disabled = was_disabled
     return Radiograph(pixels=pixels, info=info, warnings=tuple(warn))
+
+
+def _convert_elements(ds: Dataset, name: str, warn: list[str]) -> None:
+    """Convert every public element now, so a corrupt one is dealt with here, in one place.
+
+    pydicom parses lazily: an element with a corrupt VR (e.g. 'TI') or an unparsable value raises
+    (NotImplementedError, ValueError, ...) the first time it is read, deep inside pixel decoding
+    or tag reading. A corrupt element that defines the pixels (file meta, the 0028 image-pixel
+    group, pixel data) refuses the file; any other one is dropped with a warning, as if absent,
+    so a broken tag we never use does not cost the user the image. Private elements are never
+    read. Messages name the tag number only, never a value (values can be PHI).
+    """
+    def defines_pixels(tag: BaseTag) -> bool:
+        return tag.group in (0x0002, 0x7FE0) or (tag.group == 0x0028 and tag != 0x00280030)
+
+    todo: list[tuple[Dataset, bool]] = [(ds, False)]
+    if getattr(ds, "file_meta", None) is not None:
+        todo.append((ds.file_meta, True))
+    while todo:
+        current, critical = todo.pop()
+        for tag in list(current.keys()):
+            if tag.is_private:
+                continue
+            try:
+                elem = current[tag]
+                items = list(elem.value) if elem.VR == "SQ" else []
+            except Exception as exc:  # noqa: BLE001 - any conversion failure is a corrupt element
+                if critical or defines_pixels(tag):
+                    raise ImageReadError(f"{name}: DICOM element {tag} is corrupt "
+                                         f"({type(exc).__name__}); re-export the image") from None
+                del current[tag]
+                warn.append(f"DICOM element {tag} is corrupt ({type(exc).__name__}); ignored")
+                continue
+            todo.extend((item, critical or defines_pixels(tag)) for item in items)
 
 
 def _fill_transfer_syntax(ds: Dataset) -> None:
@@ -118,13 +154,25 @@ def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise anything; user gets one line
         msg = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ImageReadError(f"{name}: DICOM pixel data could not be decoded ({msg})") from None
+    if arr.shape not in ((rows, cols), (rows, cols, 3)):  # e.g. (frames, H, W) with no frame count
+        shape = "×".join(str(n) for n in arr.shape)
+        raise UnsupportedImageError(f"{name}: DICOM pixel data decodes to a {shape} array, not "
+                                    f"one {rows}×{cols} image (grey or RGB): it holds several "
+                                    "frames but NumberOfFrames is missing or 1; export a single "
+                                    "frame as its own file")
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         out = _monochrome(arr, ds, name, warn)
         return (1.0 - out) if photometric == "MONOCHROME1" else out
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
+        try:
+            rgb = apply_color_lut(arr, ds)
+        except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+            raise ImageReadError(f"{name}: DICOM is PALETTE COLOR but its colour palette (the "
+                                 "Red/Green/Blue Palette Color Lookup Table descriptor and data) "
+                                 f"is missing or invalid ({type(exc).__name__}); re-export it as "
+                                 "MONOCHROME2 or RGB") from None
         warn.append("PALETTE COLOR converted to grayscale")
         top = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
         return to_gray(rgb.astype(np.float32) / np.float32(top), warn, order="rgb")

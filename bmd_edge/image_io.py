@@ -236,7 +236,7 @@ def _tiff_header(data: bytes, name: str) -> _Header:
                 (where,) = struct.unpack_from(bo + ("Q" if big else "I"), data, where)
             tags[tag] = list(struct.unpack_from(f"{bo}{count}{code}", data, where))
         (next_ifd,) = struct.unpack_from(bo + ("Q" if big else "I"), data, start + n * entry_size)
-    except struct.error:
+    except (struct.error, OverflowError):  # OverflowError: a BigTIFF offset >= 2**63
         raise corrupt from None
     if 256 not in tags or 257 not in tags:
         raise corrupt

@@ -47,28 +47,10 @@ def _one_line(err: BaseException) -> None:
     assert msg and "\n" not in msg, f"error message must be one line: {msg!r}"
 
 
-# Bugs found by this file in modules owned by others, each pinned by a strict-xfail regression
-# test below: (exception type, function it escapes from). Fuzzing tolerates only these, so the
-# search goes on past them; when a fix lands its regression test XPASSes and the entry goes.
-KNOWN_BUGS: tuple[tuple[str, str, str], ...] = (
-    ("OverflowError", "_tiff_header", ""),                  # BigTIFF IFD offset >= 2**63
-    ("ValueError", "_pixels", "Palette Color Lookup Table"),  # PALETTE COLOR without LUT
-    # pydicom converts elements lazily: a corrupt VR raises on first access, after dcmread's
-    # try block (found by benchmarks/fuzz_long.py)
-    ("NotImplementedError", "decode_dicom", "Unknown Value Representation"),
-)
-# dicom_io: a frame-less DICOM whose pixel data holds several frames' worth of bytes (e.g.
-# BitsAllocated 1) decodes to a 3-D array, breaking the H×W contract. Pinned below.
-KNOWN_3D_DICOM = True
-
-
-def _known_bug(err: BaseException) -> bool:
-    import traceback
-
-    frames = traceback.extract_tb(err.__traceback__)
-    funcs = {f.name for f in frames if "bmd_edge" in f.filename}
-    return any(type(err).__name__ == t and fn in funcs and text in str(err)
-               for t, fn, text in KNOWN_BUGS)
+# Bugs this file found (all fixed; each keeps a regression test at the end of the file):
+# image_io._tiff_header OverflowError on a BigTIFF offset >= 2**63; dicom_io._pixels ValueError
+# on PALETTE COLOR without a LUT, and a 3-D array from frame-less multi-frame pixel data;
+# dicom_io.decode_dicom NotImplementedError from a lazily read corrupt VR. No bug is tolerated.
 
 
 def check_decode(data: bytes) -> None:
@@ -80,13 +62,7 @@ def check_decode(data: bytes) -> None:
     except BmdEdgeError as err:
         _one_line(err)
         return
-    except Exception as err:  # noqa: BLE001 - tolerated only when pinned as a known bug
-        if _known_bug(err):
-            return
-        raise
     px = r.pixels
-    if KNOWN_3D_DICOM and r.info.format == "dicom" and px.ndim >= 3:  # (frames, H, W[, 3])
-        return
     assert px.dtype == np.float32 and px.ndim == 2 and min(px.shape) >= MIN_SIDE
     assert np.isfinite(px).all() and px.min() >= 0.0 and px.max() <= 1.0
     assert all(isinstance(w, str) and "\n" not in w for w in r.warnings)
@@ -365,7 +341,7 @@ def test_every_truncation_point_of_a_seed_is_handled(name: str) -> None:
         check_decode(data[:cut])
 
 
-# --- regression tests for the bugs above (strict xfail until their owners fix them) -----------
+# --- regression tests for the bugs this file found (fixed) -------------------------------------
 
 
 def _pixels_dicom(**kw: object) -> bytes:
@@ -386,42 +362,66 @@ def _pixels_dicom(**kw: object) -> bytes:
     return buf.getvalue()
 
 
-def _strict_decode(data: bytes) -> None:
+def _refused(data: bytes, pattern: str) -> str:
+    """The decoder must refuse `data` with a one-line ImageReadError matching `pattern`."""
     from bmd_edge.errors import ImageReadError
     from bmd_edge.image_io import decode_image_bytes
 
-    try:
-        r = decode_image_bytes(data, "regress")
-    except ImageReadError:
-        return
-    assert r.pixels.ndim == 2
+    with pytest.raises(ImageReadError, match=pattern) as info:
+        decode_image_bytes(data, "regress")
+    _one_line(info.value)
+    return str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="image_io._tiff_header: OverflowError on a BigTIFF IFD "
-                                       "offset >= 2**63 (struct.unpack_from offset)")
 def test_bigtiff_huge_ifd_offset_is_an_image_error() -> None:
-    _strict_decode(b"II+\x00" + b"\x00" * 4 + (2**63).to_bytes(8, "little"))
+    """Was OverflowError from struct.unpack_from (offset >= 2**63)."""
+    _refused(b"II+\x00" + b"\x00" * 4 + (2**63).to_bytes(8, "little"),
+             r"regress: TIFF is truncated or corrupt")
 
 
-@pytest.mark.xfail(strict=True, reason="dicom_io._pixels: PALETTE COLOR without a palette LUT "
-                                       "raises pydicom's ValueError")
 def test_palette_without_lut_is_an_image_error() -> None:
-    _strict_decode(_pixels_dicom(PhotometricInterpretation="PALETTE COLOR", BitsAllocated=8,
-                                 BitsStored=8, HighBit=7, PixelData=bytes(32 * 32)))
+    """Was pydicom's ValueError from apply_color_lut."""
+    _refused(_pixels_dicom(PhotometricInterpretation="PALETTE COLOR", BitsAllocated=8,
+                           BitsStored=8, HighBit=7, PixelData=bytes(32 * 32)),
+             r"PALETTE COLOR but its colour palette .* is missing or invalid")
 
 
-@pytest.mark.xfail(strict=True, reason="dicom_io._pixels: pixel data holding several frames "
-                                       "without NumberOfFrames decodes to a 3-D array")
 def test_frameless_multiframe_bytes_are_refused() -> None:
-    _strict_decode(_pixels_dicom(PhotometricInterpretation="MONOCHROME2", BitsAllocated=1,
-                                 BitsStored=1, HighBit=0, PixelData=bytes(1024)))
+    """1-bit 32×32 pixels in 1024 bytes = 8 frames, no NumberOfFrames: was an 8×32×32 array."""
+    _refused(_pixels_dicom(PhotometricInterpretation="MONOCHROME2", BitsAllocated=1,
+                           BitsStored=1, HighBit=0, PixelData=bytes(1024)),
+             r"decodes to a 8×32×32 array, not one 32×32 image .*NumberOfFrames is missing")
 
 
-@pytest.mark.xfail(strict=True, reason="dicom_io.decode_dicom: a corrupt VR raises pydicom's "
-                                       "NotImplementedError on lazy access (_sop_name/_info), "
-                                       "outside the dcmread try block")
+def test_frameless_multiframe_colour_bytes_are_refused() -> None:
+    """The colour variant: 2 frames of 32×32×3 without NumberOfFrames was a 4-D array."""
+    _refused(_pixels_dicom(PhotometricInterpretation="RGB", SamplesPerPixel=3,
+                           PlanarConfiguration=0, BitsAllocated=8, BitsStored=8, HighBit=7,
+                           PixelData=bytes(2 * 32 * 32 * 3)),
+             r"decodes to a 2×32×32×3 array, not one 32×32 image")
+
+
 def test_corrupt_vr_is_an_image_error() -> None:
-    seed = dicom(None, PatientAge="070Y")  # no pixel data: the error names the SOP class
+    """Was NotImplementedError on pydicom's lazy first read of the element (after dcmread)."""
+    seed = dicom(None, PatientAge="070Y")  # no pixel data: the SOP class tag is dropped
     data = seed.replace(b"\x08\x00\x16\x00UI", b"\x08\x00\x16\x00TI", 1)
     assert data != seed
-    _strict_decode(data)
+    _refused(data, r"no pixel data \(SOP class unknown\)")
+
+
+def test_corrupt_vr_in_a_pixel_tag_refuses_and_elsewhere_warns() -> None:
+    """A corrupt element that defines the pixels refuses the file; an unused one is dropped."""
+    from bmd_edge.image_io import decode_image_bytes
+
+    seed = dicom(u8(hip_like(40, 36)), PatientAge="070Y", PatientSex="F")
+    bits = b"\x28\x00\x01\x01US"  # (0028,0101) BitsStored
+    assert seed.count(bits) == 1
+    _refused(seed.replace(bits, b"\x28\x00\x01\x01TI"),
+             r"DICOM element \(0028,0101\) is corrupt \(NotImplementedError\)")
+    modality = b"\x08\x00\x60\x00CS"  # (0008,0060) Modality: never needed for the pixels
+    assert seed.count(modality) == 1
+    r = decode_image_bytes(seed.replace(modality, b"\x08\x00\x60\x00TI"), "regress")
+    ref = decode_image_bytes(seed, "regress")
+    assert np.array_equal(r.pixels, ref.pixels) and r.info.age_years == 70.0
+    assert r.info.modality is None and ref.info.modality == "DX"
+    assert r.warnings == ("DICOM element (0008,0060) is corrupt (NotImplementedError); ignored",)
