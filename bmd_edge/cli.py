@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     `standalone_mode=False` would), so a bad option value (`--age abc`) gives one `error:` line
     and exit 2 instead of click's multi-line usage box, and Ctrl-C reaches us unconverted.
     """
+    # The CLI owns stderr: one line per failure. OpenCV would add its own "[ WARN:0@0.3] ... PNG
+    # input buffer is incomplete" line on a damaged file (read when cv2 is first imported).
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -30,8 +30,11 @@ from corpus.make_bad_inputs import (PROCESSED, REFUSED, WARNED, CorpusCase, all_
 PAIRS = all_cases()
 CASES = {c.name: c for c, _ in PAIRS}
 # Run as real subprocesses: one of each kind of promise (file, DICOM, metadata, manifest, bomb).
+# In-process runs cannot see what C code writes to fd 2 (OpenCV's and libjpeg's warnings), so the
+# cases that reach a decoder with a damaged file also run as subprocesses.
 SUBPROCESS = {"zero_png", "pdf_as_png", "bomb_png", "dcm_multiframe", "dcm_age_conflict",
-              "weight_grams", "smoking_typo", "man_latin1", "man_1000_rows_strict"}
+              "weight_grams", "smoking_typo", "man_latin1", "man_1000_rows_strict",
+              "damaged_idat_png", "trunc_jpg"}
 
 
 @pytest.fixture(scope="module")
