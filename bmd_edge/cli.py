@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as err:  # click's UsageError, BadParameter, NoSuchOption, ...
         if type(err).__name__ == "NoArgsIsHelpError":
             sys.exit(err.exit_code)  # building it already printed the help (to stdout)
-        ctx = getattr(err, "ctx", None)
-        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        where = getattr(err, "ctx", None)
+        hint = f" (see '{where.command_path} --help')" if where is not None else ""
         typer.echo(f"error: {_one_line(err.format_message())}{hint}", err=True)
         sys.exit(getattr(err, "exit_code", 2))
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
