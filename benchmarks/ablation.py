@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import ablation_config  # noqa: E402
+from train_throughput import ablation_config
 
-from bmd_edge.manifest import read_manifest  # noqa: E402
-from bmd_edge.training import plots  # noqa: E402
-from bmd_edge.training.cv import CVResult, run_cv  # noqa: E402
-from bmd_edge.training.evaluate import oracle_ceiling, read_oracle  # noqa: E402
-from bmd_edge.training.metrics import all_metrics, relative_change  # noqa: E402
+from bmd_edge.manifest import read_manifest
+from bmd_edge.training import plots
+from bmd_edge.training.cv import CVResult, run_cv
+from bmd_edge.training.evaluate import oracle_ceiling, read_oracle
+from bmd_edge.training.metrics import all_metrics, relative_change
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"mse": -16.7, "mae": -6.03, "r2": +16.4}  # xattn vs concat, the paper's abstract

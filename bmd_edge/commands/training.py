@@ -12,7 +12,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -50,7 +50,9 @@ def _load_cases(manifest: Path | None, synth: int | None, synth_size: int, seed:
         from bmd_edge.synth import generate_cohort
 
         _say(quiet, f"generating a synthetic cohort of {synth} cases ({synth_size} px) in {tmp}")
-        manifest = Path(generate_cohort(synth, tmp / "synth", seed=seed, size=synth_size))
+        # workers=1: synth's process pool forks, and a fork of a process that already used
+        # OpenCV's thread pool can deadlock inside cv2 (seen in the test suite)
+        manifest = Path(generate_cohort(synth, tmp / "synth", seed=seed, size=synth_size, workers=1))
     m = read_manifest(manifest, require_label=True)
     cases = [c for c in m.cases if c.fn_bmd is not None]
     if m.problems:
@@ -70,21 +72,21 @@ def _print_config(cfg: Any, quiet: bool) -> None:
 
 def train(
     preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "cpu-fast",
-    manifest: Annotated[Optional[Path], typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
-    synth: Annotated[Optional[int], typer.Option(help="Train on N synthetic cases instead (generated in a temp dir).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
+    synth: Annotated[int | None, typer.Option(help="Train on N synthetic cases instead (generated in a temp dir).")] = None,
     synth_size: Annotated[int, typer.Option(help="Synthetic image side in px.")] = 256,
     out: Annotated[Path, typer.Option(help="Output folder: best.pt, history.csv, config.json.")] = Path("runs/train"),
-    epochs: Annotated[Optional[int], typer.Option(help="Override: maximum epochs.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Override: peak AdamW learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Override: images per step.")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Override: input px (multiple of 32).")] = None,
-    fusion: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override: seed for init, shuffling, augmentation.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Override: DataLoader worker processes.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Override: torch threads (0 = default).")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Override: early-stopping patience (epochs).")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Override: validation share when the manifest has no split column.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override: maximum epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override: peak AdamW learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override: images per step.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override: input px (multiple of 32).")] = None,
+    fusion: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
+    loss: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override: seed for init, shuffling, augmentation.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Override: DataLoader worker processes.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Override: torch threads (0 = default).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Override: early-stopping patience (epochs).")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Override: validation share when the manifest has no split column.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No config print-out, progress bar or epoch log.")] = False,
 ) -> None:
     """(docstring set below from the presets)"""
@@ -117,20 +119,20 @@ train.__doc__ = (
 
 def cv(
     preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "cpu-fast",
-    manifest: Annotated[Optional[Path], typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
-    synth: Annotated[Optional[int], typer.Option(help="Cross-validate on N synthetic cases instead.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
+    synth: Annotated[int | None, typer.Option(help="Cross-validate on N synthetic cases instead.")] = None,
     synth_size: Annotated[int, typer.Option(help="Synthetic image side in px.")] = 256,
     folds: Annotated[int, typer.Option(help="k of the stratified k-fold (the paper: 10).")] = 10,
     out: Annotated[Path, typer.Option(help="Output folder: oof.csv, metrics.json, subgroups.csv, PNGs.")] = Path("runs/cv"),
-    epochs: Annotated[Optional[int], typer.Option(help="Override: maximum epochs.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Override: peak AdamW learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Override: images per step.")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Override: input px (multiple of 32).")] = None,
-    fusion: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override: seed (also shuffles the folds).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Override: DataLoader worker processes.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Override: torch threads (0 = default).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override: maximum epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override: peak AdamW learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override: images per step.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override: input px (multiple of 32).")] = None,
+    fusion: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
+    loss: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override: seed (also shuffles the folds).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Override: DataLoader worker processes.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Override: torch threads (0 = default).")] = None,
     baselines: Annotated[bool, typer.Option(help="Also cross-validate OST and OLS on the same folds.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the final summary.")] = False,
 ) -> None:

@@ -27,18 +27,19 @@ def predict_cases(
     model: Any, cases: Sequence[object], cfg_or_spec: Any, *, batch_size: int = 32, workers: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(BMD g/cm², field attention (N, F)) for cases, in case order, no augmentation."""
-    from bmd_edge.preprocess import PreprocessSpec
-    from bmd_edge.training.data import BmdDataset, EpochSampler
     from torch.utils.data import DataLoader
 
-    from bmd_edge.training.trainer import predict
+    from bmd_edge.preprocess import PreprocessSpec
+    from bmd_edge.training.data import BmdDataset, EpochSampler
+    from bmd_edge.training.trainer import WORKER_CONTEXT, predict
 
     spec = cfg_or_spec
     if not isinstance(spec, PreprocessSpec):
         spec = PreprocessSpec(size=cfg_or_spec.image_size)
     ds = BmdDataset(cases, spec, require_label=False, cache=False)
     loader = DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), 0, False),
-                        num_workers=workers)
+                        num_workers=workers,
+                        multiprocessing_context=WORKER_CONTEXT if workers > 0 else None)
     pred, attn, idx = predict(model, loader)
     order = np.argsort(idx)
     return pred[order], attn[order]

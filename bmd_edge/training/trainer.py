@@ -26,6 +26,11 @@ from bmd_edge.training.data import BmdDataset, EpochSampler, case_label, worker_
 from bmd_edge.training.metrics import all_metrics
 
 
+# Workers start from a clean forkserver process, not a fork of this one: OpenCV's thread pool
+# deadlocks in a forked child (seen here as a hang in pthread_cond_destroy inside cv2).
+WORKER_CONTEXT = "forkserver"
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a run produced: where the best weights are and how it went."""
@@ -109,6 +114,7 @@ def make_loader(ds: BmdDataset, cfg: TrainConfig, shuffle: bool) -> tuple[DataLo
         worker_init_fn=worker_init_fn,
         drop_last=shuffle and len(ds) > cfg.batch_size,  # a batch of 1 breaks BatchNorm
         generator=torch.Generator().manual_seed(cfg.seed),
+        multiprocessing_context=WORKER_CONTEXT if cfg.workers > 0 else None,
     )
     return loader, sampler
 
@@ -128,7 +134,13 @@ def predict(model: torch.nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.
 
 def _progress(quiet: bool):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     return Progress(
