@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -198,7 +199,10 @@ def generate_cohort(n: int, out: str | Path, *, seed: int = 0, size: int = 256,
             if progress:
                 progress(len(results))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver, not fork: a forked child of a process that already used OpenCV's thread
+        # pool can deadlock inside cv2 (seen in the test suite and in `train --synth`).
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for rows in pool.map(_write_chunk, jobs):
                 results.extend(rows)
                 if progress:
