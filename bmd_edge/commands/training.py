@@ -62,6 +62,38 @@ def _load_cases(manifest: Path | None, synth: int | None, synth_size: int, seed:
     return cases, Path(manifest)
 
 
+def _is_main() -> bool:
+    """Rank 0 (or a plain single-process run): the one process that prints and writes files."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+@contextlib.contextmanager
+def _distributed() -> Iterator[None]:
+    """Leave the torch process group on the way out (a no-op outside torchrun)."""
+    try:
+        yield
+    finally:
+        from bmd_edge.training.distributed import teardown
+
+        teardown()
+
+
+def _regularisation(augment: bool | None, field_dropout: float | None) -> dict[str, Any]:
+    """--augment/--no-augment and --field-dropout as config overrides (None = the preset's)."""
+    changes: dict[str, Any] = {}
+    if augment is not None:
+        from bmd_edge.training.config import AugmentConfig
+
+        changes["augment"] = AugmentConfig(enabled=augment)
+    if field_dropout is not None:
+        changes["field_dropout"] = field_dropout
+        if field_dropout == 0:
+            changes["field_dropout_all"] = 0.0
+    return changes
+
+
 def _print_config(cfg: Any, quiet: bool) -> None:
     if quiet:
         return
@@ -87,6 +119,11 @@ def train(
     threads: Annotated[int | None, typer.Option(help="Override: torch threads (0 = default).")] = None,
     patience: Annotated[int | None, typer.Option(help="Override: early-stopping patience (epochs).")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Override: validation share when the manifest has no split column.")] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Override: training-time image jitter on/off.")] = None,
+    field_dropout: Annotated[float | None, typer.Option(help="Override: per-field chance to hide a clinical field in training (0 = off; also turns off the age+sex-only draw).")] = None,
+    batchnorm: Annotated[str | None, typer.Option(help="Override: BatchNorm under torchrun: batch (per process) | sync (SyncBatchNorm, GPU only) | frozen (running stats).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="On-disk cache of decoded/preprocessed images (.npy per case); safe to share between ranks.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue from a last.pt of an earlier run with the same options.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No config print-out, progress bar or epoch log.")] = False,
 ) -> None:
     """(docstring set below from the presets)"""
@@ -94,26 +131,35 @@ def train(
         cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
                              image_size=image_size, fusion=fusion, loss=loss, seed=seed,
                              workers=workers, threads=threads, patience=patience,
-                             val_fraction=val_fraction)
+                             val_fraction=val_fraction, batchnorm=batchnorm,
+                             cache_dir=None if cache_dir is None else str(cache_dir),
+                             **_regularisation(augment, field_dropout))
+        main = _is_main()
+        quiet = quiet or not main
         _print_config(cfg, quiet)
         from bmd_edge.training.trainer import fit, split_cases
 
-        with tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
+        with _distributed(), tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
             cases, _ = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
             tr, va = split_cases(cases, cfg.val_fraction, cfg.seed)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            if main:
+                (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
             _say(quiet, f"training on {len(tr)} cases, validating on {len(va)}")
-            res = fit(cfg, tr, va, out, quiet=quiet, log=None if quiet else (lambda s: typer.echo(s, err=True)))
+            res = fit(cfg, tr, va, out, quiet=quiet, resume=resume,
+                      log=None if quiet else (lambda s: typer.echo(s, err=True)))
         m = res.best_metrics
-        typer.echo(f"best epoch {res.best_epoch}: val MAE {m['mae']:.4f} g/cm², R² {m['r2']:.3f}, "
-                   f"AUC {m['auc']:.3f} → {res.checkpoint}")
+        if main:
+            typer.echo(f"best epoch {res.best_epoch}: val MAE {m['mae']:.4f} g/cm², R² {m['r2']:.3f}, "
+                       f"AUC {m['auc']:.3f} → {res.checkpoint}")
 
 
 train.__doc__ = (
     "Train a BMD model (full precision) on a manifest or a synthetic cohort; writes OUT/best.pt.\n\n"
     "Presets: " + describe_presets() + ".\n\nOverrides replace single preset values; the resolved "
-    "config is printed first and stored in the checkpoint."
+    "config is printed first and stored in the checkpoint.\n\nSeveral processes: run it under "
+    "`torchrun --nproc_per_node N` (and --nnodes/--node_rank/--rdzv_* for several machines); "
+    "--batch-size stays the global batch, split evenly over the processes; rank 0 writes the files."
 )
 
 
@@ -134,6 +180,8 @@ def cv(
     workers: Annotated[int | None, typer.Option(help="Override: DataLoader worker processes.")] = None,
     threads: Annotated[int | None, typer.Option(help="Override: torch threads (0 = default).")] = None,
     baselines: Annotated[bool, typer.Option(help="Also cross-validate OST and OLS on the same folds.")] = True,
+    batchnorm: Annotated[str | None, typer.Option(help="Override: BatchNorm under torchrun: batch | sync (GPU only) | frozen.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="On-disk cache of decoded/preprocessed images (.npy per case).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the final summary.")] = False,
 ) -> None:
     """Stratified k-fold CV (strata: BMD quantile × sex; grouped by patient_id): mean ± SD over folds,
@@ -141,23 +189,29 @@ def cv(
     with _errors():
         cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
                              image_size=image_size, fusion=fusion, loss=loss, seed=seed,
-                             workers=workers, threads=threads)
+                             workers=workers, threads=threads, batchnorm=batchnorm,
+                             cache_dir=None if cache_dir is None else str(cache_dir))
+        main = _is_main()
+        quiet = quiet or not main
         _print_config(cfg, quiet)
         from bmd_edge.training.cv import run_cv
         from bmd_edge.training.evaluate import read_oracle, write_report
 
         log = None if quiet else (lambda s: typer.echo(s, err=True))
-        with tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
+        with _distributed(), tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
             cases, mpath = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
             res = run_cv({cfg.fusion: cfg}, cases, folds, out, seed=cfg.seed,
                          baselines=baselines, log=log)
             summary = res.summary()
-            write_report(out, cases, res.truth, res.oof, cfg.fusion,
-                         attention=res.attention.get(cfg.fusion) if cfg.fusion == "xattn" else None,
-                         oracle=read_oracle(mpath),
-                         extra={"folds": folds, "config": cfg.to_dict(),
-                                "fold_mean_sd": {n: {k: list(v) for k, v in s.items()}
-                                                 for n, s in summary.items()}})
+            if main:
+                write_report(out, cases, res.truth, res.oof, cfg.fusion,
+                             attention=res.attention.get(cfg.fusion) if cfg.fusion == "xattn" else None,
+                             oracle=read_oracle(mpath),
+                             extra={"folds": folds, "config": cfg.to_dict(),
+                                    "fold_mean_sd": {n: {k: list(v) for k, v in s.items()}
+                                                     for n, s in summary.items()}})
+        if not main:
+            return
         for name, s in summary.items():
             typer.echo(f"{name:8s} MAE {s['mae'][0]:.4f} ± {s['mae'][1]:.4f}  "
                        f"R² {s['r2'][0]:.3f} ± {s['r2'][1]:.3f}  AUC {s['auc'][0]:.3f} ± {s['auc'][1]:.3f}")

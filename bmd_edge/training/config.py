@@ -16,6 +16,7 @@ from bmd_edge.errors import InputError
 FUSIONS = ("xattn", "concat", "image", "meta")
 LOSSES = ("wsl1", "smoothl1")
 STOP_METRICS = ("loss", "mae")
+BATCHNORMS = ("batch", "sync", "frozen")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,13 @@ class TrainConfig:
     workers: int = 2  # DataLoader worker processes (0 = load in the main process)
     threads: int = 0  # torch intra-op threads (0 = torch default)
     cache_images: bool = True  # keep decoded images in memory: decoding dominates small runs
+    cache_limit_mb: float = 4096.0  # RAM cap per dataset per process; a larger cohort streams
+    cache_dir: str | None = None  # on-disk .npy cache of decoded/preprocessed images (None = off)
+    # BatchNorm under several processes: "batch" = each process normalises with its own
+    # micro-batch (DDP's default, cheap); "sync" = SyncBatchNorm over all ranks (GPU/NCCL only;
+    # statistics of the global batch); "frozen" = BN layers in eval mode (running statistics),
+    # which makes an N-process step exactly equal to a one-process step on the same global batch
+    batchnorm: str = "batch"
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-time jitter
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +133,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _choice("fusion", cfg.fusion, FUSIONS)
     _choice("loss", cfg.loss, LOSSES)
     _choice("stop metric", cfg.stop_metric, STOP_METRICS)
+    _choice("batchnorm", cfg.batchnorm, BATCHNORMS)
+    if cfg.cache_limit_mb < 0:
+        raise InputError(f"cache-limit-mb must be ≥ 0, got {cfg.cache_limit_mb}")
     positive = {"image_size": cfg.image_size, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
                 "n_layers": cfg.n_layers, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
                 "lr": cfg.lr, "patience": cfg.patience}

@@ -138,6 +138,7 @@ def run_cv(
 ) -> CVResult:
     """Cross-validate each named config (and OST/OLS) on the same folds; fold-outer order so a
     partial result after any fold covers every model."""
+    from bmd_edge.training.distributed import detect
     from bmd_edge.training.trainer import fit, split_cases
 
     cases = list(cases)
@@ -173,7 +174,8 @@ def run_cv(
                 pred = fn(train_c, test_c)
                 result.oof[name][te] = pred
                 result.per_fold[name].append(all_metrics(truth, pred))
-        write_oof(out / "oof.csv", cases, result)
+        if detect().is_main:  # under torchrun every rank runs the folds; rank 0 writes
+            write_oof(out / "oof.csv", cases, result)
         if on_fold:
             on_fold(f, result)
     return result

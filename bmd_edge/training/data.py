@@ -134,6 +134,8 @@ class BmdDataset(Dataset):
         cache: bool = True,
         threads: int = 1,
         require_label: bool = True,
+        cache_limit_mb: float | None = None,
+        disk_cache: object | None = None,
     ) -> None:
         from bmd_edge.schema import FIELD_NAMES, encode
 
@@ -149,13 +151,27 @@ class BmdDataset(Dataset):
         encoded = [encode(c.record) for c in self.cases]
         self.values = np.stack([e[0] for e in encoded]).astype(np.float32)
         self.present = np.stack([e[1] for e in encoded]).astype(np.float32)
+        self.disk_cache = disk_cache  # a training.cache.TensorCache, or None
         self._cache: list[np.ndarray] | None = None
+        if cache and cache_limit_mb is not None and self.ram_bytes() > cache_limit_mb * 2**20:
+            cache = False  # bounded: a cohort larger than the limit streams from disk instead
         if cache:
             with ThreadPoolExecutor(max(1, threads)) as pool:
                 self._cache = list(pool.map(self._prepare, range(len(self.cases))))
 
+    def ram_bytes(self) -> int:
+        """Upper bound of the in-RAM cache: float32 S×S per eval case, uint16 (2S)² per train case."""
+        s = int(self.spec.size)
+        return len(self.cases) * (s * s * 4 if self.augment is None else 4 * s * s * 2)
+
     def _prepare(self, i: int) -> np.ndarray:
         """Training: decoded pixels, shrunk to 2·S and stored as uint16; eval: the final tensor."""
+        if self.disk_cache is not None:
+            stage = "final" if self.augment is None else f"decoded-u16-max{2 * int(self.spec.size)}"
+            return self.disk_cache.get(self.cases[i], stage, lambda: self._compute(i))
+        return self._compute(i)
+
+    def _compute(self, i: int) -> np.ndarray:
         if self.augment is None:
             return self._finish(load_pixels(self.cases[i]), i)
         small = load_pixels(self.cases[i], max_side=2 * int(self.spec.size))
@@ -173,12 +189,10 @@ class BmdDataset(Dataset):
 
     def image(self, i: int, rng: np.random.Generator | None) -> np.ndarray:
         """The model-ready image of case i (augmented when this dataset augments)."""
+        stored = self._cache[i] if self._cache is not None else self._prepare(i)
         if self.augment is None:
-            return self._cache[i] if self._cache is not None else self._finish(load_pixels(self.cases[i]), i)
-        if self._cache is not None:
-            pixels = self._cache[i].astype(np.float32) / 65535.0
-        else:
-            pixels = load_pixels(self.cases[i], max_side=2 * int(self.spec.size))
+            return stored
+        pixels = stored.astype(np.float32) / 65535.0
         return self._finish(augment_pixels(pixels, self.augment, rng), i)
 
     def __getitem__(self, key: int | tuple[int, int]):

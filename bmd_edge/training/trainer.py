@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,14 +23,30 @@ import torch
 from torch.utils.data import DataLoader
 
 from bmd_edge.errors import InputError
+from bmd_edge.training.cache import TensorCache
 from bmd_edge.training.config import TrainConfig
-from bmd_edge.training.data import BmdDataset, EpochSampler, case_label, worker_init_fn
+from bmd_edge.training.data import BmdDataset, case_label, worker_init_fn
+from bmd_edge.training.distributed import (
+    DistContext,
+    ShardedEpochSampler,
+    barrier,
+    broadcast_flag,
+    default_threads,
+    gather_arrays,
+    make_sampler,
+    per_rank_batch,
+    sum_values,
+)
+from bmd_edge.training.distributed import init as dist_init
 from bmd_edge.training.metrics import all_metrics
-
+from bmd_edge.training.resume import TrainState, _best_weights, load_resume, save_resume
 
 # Workers start from a clean forkserver process, not a fork of this one: OpenCV's thread pool
 # deadlocks in a forked child (seen here as a hang in pthread_cond_destroy inside cv2).
 WORKER_CONTEXT = "forkserver"
+# Set to a path prefix to have each rank append the case names it trained on to PATH.rankR
+# (one JSON line per epoch): how the tests check that ranks see disjoint shards.
+DEBUG_SAMPLES_ENV = "BMD_EDGE_DEBUG_SAMPLES"
 
 
 @dataclass(frozen=True)
@@ -102,17 +120,27 @@ def make_loss(cfg: TrainConfig, train_labels: np.ndarray) -> torch.nn.Module:
     return wsl1 if cfg.loss == "wsl1" else torch.nn.SmoothL1Loss(beta=wsl1.beta)
 
 
-def make_loader(ds: BmdDataset, cfg: TrainConfig, shuffle: bool) -> tuple[DataLoader, EpochSampler]:
-    """DataLoader over (index, epoch) keys; persistent workers so caches stay warm."""
-    sampler = EpochSampler(len(ds), cfg.seed, shuffle)
+def make_loader(
+    ds: BmdDataset, cfg: TrainConfig, shuffle: bool, ctx: DistContext | None = None
+) -> tuple[DataLoader, ShardedEpochSampler]:
+    """DataLoader over (index, epoch) keys of this rank's shard; persistent workers keep caches warm.
+
+    The batch is per rank (cfg.batch_size is global, split evenly over the world size). Training
+    shards are equal and disjoint (the sampler's drop_last); validation shards are padded by
+    DistributedSampler and de-duplicated after the gather.
+    """
+    ctx = ctx or DistContext()
+    batch = per_rank_batch(cfg.batch_size, ctx)
+    sampler = make_sampler(len(ds), ctx, seed=cfg.seed, shuffle=shuffle,
+                           drop_last=shuffle and ctx.distributed)
     loader = DataLoader(
         ds,
-        batch_size=cfg.batch_size,
+        batch_size=batch,
         sampler=sampler,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
         worker_init_fn=worker_init_fn,
-        drop_last=shuffle and len(ds) > cfg.batch_size,  # a batch of 1 breaks BatchNorm
+        drop_last=shuffle and len(sampler) > batch,  # a batch of 1 breaks BatchNorm
         generator=torch.Generator().manual_seed(cfg.seed),
         multiprocessing_context=WORKER_CONTEXT if cfg.workers > 0 else None,
     )
@@ -123,13 +151,22 @@ def make_loader(ds: BmdDataset, cfg: TrainConfig, shuffle: bool) -> tuple[DataLo
 def predict(model: torch.nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predictions g/cm², field attention (N, F), case indices) over a loader, in eval mode."""
     model.eval()
+    device = next(model.parameters()).device
     preds, attn, idx = [], [], []
     for image, values, present, _, i in loader:
-        bmd, field_attention = model(image, values, present)
-        preds.append(bmd.float().numpy())
-        attn.append(field_attention.float().numpy())
+        bmd, field_attention = model(image.to(device), values.to(device), present.to(device))
+        preds.append(bmd.float().cpu().numpy())
+        attn.append(field_attention.float().cpu().numpy())
         idx.append(np.asarray(i))
     return np.concatenate(preds), np.concatenate(attn), np.concatenate(idx)
+
+
+def predict_all(model: torch.nn.Module, loader: DataLoader, ctx: DistContext) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions over every rank's shard, gathered, de-duplicated and ordered by case index."""
+    pred, _, idx = predict(model, loader)
+    pred, idx = gather_arrays(ctx, pred, idx)
+    idx, first = np.unique(idx, return_index=True)  # DistributedSampler pads with repeats
+    return pred[first], idx
 
 
 def _progress(quiet: bool):
@@ -150,6 +187,22 @@ def _progress(quiet: bool):
     )
 
 
+def _set_batchnorm_eval(model: torch.nn.Module) -> None:
+    """Frozen BatchNorm: running statistics in training too (cfg.batchnorm == "frozen")."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _debug_samples(ctx: DistContext, epoch: int, names: list[str]) -> None:
+    """With BMD_EDGE_DEBUG_SAMPLES=PATH, each rank appends the cases it trained on to PATH.rankR."""
+    path = os.environ.get(DEBUG_SAMPLES_ENV)
+    if path:
+        with open(f"{path}.rank{ctx.rank}", "a") as fh:
+            fh.write(json.dumps({"rank": ctx.rank, "world_size": ctx.world_size, "epoch": epoch,
+                                 "cases": names}) + "\n")
+
+
 def fit(
     cfg: TrainConfig,
     train_cases: Sequence[object],
@@ -159,8 +212,15 @@ def fit(
     spec: object | None = None,
     quiet: bool = True,
     log: Any = None,
+    resume: str | Path | None = None,
 ) -> TrainResult:
-    """Train one model; write OUT/best.pt and OUT/history.csv; return the best model."""
+    """Train one model; write OUT/best.pt, OUT/last.pt and OUT/history.csv; return the best model.
+
+    Under torchrun every rank calls this with the same arguments: the model is wrapped in
+    DistributedDataParallel, each rank trains on its shard with batch cfg.batch_size / world
+    size, validation predictions are gathered, and rank 0 alone writes files and logs.
+    `resume` continues from a last.pt (model, optimizer, scheduler, epoch, RNG, early-stop state).
+    """
     from bmd_edge import __version__
     from bmd_edge.model import build_model
     from bmd_edge.model.checkpoint import save_checkpoint
@@ -171,27 +231,46 @@ def fit(
         raise InputError(
             f"need ≥2 training and ≥1 validation cases, got {len(train_cases)} and {len(val_cases)}"
         )
+    ctx = dist_init()
+    per_rank_batch(cfg.batch_size, ctx)  # fail early on an indivisible global batch
+    if not ctx.is_main:
+        quiet, log = True, None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = spec or PreprocessSpec(size=cfg.image_size)
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = default_threads(ctx, cfg.threads)
+    if threads:
+        torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)  # cheap on CPU
+    device = torch.device(ctx.device)
 
+    disk = TensorCache(cfg.cache_dir, {"preprocess": spec.to_dict()}) if cfg.cache_dir else None
+    common: dict[str, Any] = {"seed": cfg.seed, "cache": cfg.cache_images,
+                              "threads": max(1, cfg.workers), "cache_limit_mb": cfg.cache_limit_mb,
+                              "disk_cache": disk}
     train_ds = BmdDataset(train_cases, spec, augment=cfg.augment, field_dropout=cfg.field_dropout,
-                          field_dropout_all=cfg.field_dropout_all, seed=cfg.seed,
-                          cache=cfg.cache_images, threads=max(1, cfg.workers))
-    val_ds = BmdDataset(val_cases, spec, seed=cfg.seed, cache=cfg.cache_images,
-                        threads=max(1, cfg.workers))
-    train_loader, sampler = make_loader(train_ds, cfg, shuffle=True)
-    val_loader, _ = make_loader(val_ds, cfg, shuffle=False)
+                          field_dropout_all=cfg.field_dropout_all, **common)
+    val_ds = BmdDataset(val_cases, spec, **common)
+    train_loader, sampler = make_loader(train_ds, cfg, shuffle=True, ctx=ctx)
+    val_loader, _ = make_loader(val_ds, cfg, shuffle=False, ctx=ctx)
 
     mean, std = float(train_ds.labels.mean()), float(train_ds.labels.std())
     mcfg = dataclasses.replace(cfg.model_config(), label_mean=mean, label_std=max(std, 1e-3))
     model = build_model(mcfg)
     model.set_label_scale(mcfg.label_mean, mcfg.label_std)
-    criterion = make_loss(cfg, train_ds.labels)
+    if cfg.batchnorm == "sync" and ctx.distributed:
+        if device.type != "cuda":
+            raise InputError("batchnorm 'sync' needs GPUs (SyncBatchNorm has no CPU kernel); "
+                             "use 'batch' or 'frozen' on CPU")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    criterion = make_loss(cfg, train_ds.labels).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader)
     total, warmup = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
@@ -199,65 +278,89 @@ def fit(
         opt, lambda s: lr_factor(s, total, warmup, cfg.min_lr_ratio)
     )
 
-    pred, _, idx = predict(model, val_loader)
-    initial_val_loss = float(criterion(torch.from_numpy(pred), torch.from_numpy(val_ds.labels[idx])))
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, best_metrics, bad_epochs = math.inf, 0, {}, 0
-    best_state: dict[str, torch.Tensor] = {}
-    ckpt_path = out / "best.pt"
-    stopped_early = False
+    def val_loss_of(pred: np.ndarray, truth: np.ndarray) -> float:
+        return float(criterion(torch.from_numpy(pred).to(device), torch.from_numpy(truth).to(device)))
+
+    ckpt_path, last_path = out / "best.pt", out / "last.pt"
+    state = TrainState()
+    if resume is not None:
+        state = load_resume(resume, model, opt, sched, device)
+        best_state = _best_weights(ckpt_path)
+    else:
+        pred, idx = predict_all(model, val_loader, ctx)
+        state.initial_val_loss = val_loss_of(pred, val_ds.labels[idx])
+        best_state = {}
+    history = state.history
     with _progress(quiet) as bar:
-        task = bar.add_task("train", total=total, stats="")
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
+        task = bar.add_task("train", total=total, completed=state.epoch * steps_per_epoch, stats="")
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            net.train()
+            if cfg.batchnorm == "frozen":
+                _set_batchnorm_eval(model)
             sampler.set_epoch(epoch)
             t0, run_loss, run_abs, seen = time.perf_counter(), 0.0, 0.0, 0
-            for image, values, present, label, _ in train_loader:
-                bmd, _ = model(image, values, present)  # (B,) g/cm²
+            used: list[int] = []
+            for image, values, present, label, i in train_loader:
+                image, values, present = image.to(device), values.to(device), present.to(device)
+                label = label.to(device)
+                bmd, _ = net(image, values, present)  # (B,) g/cm²
                 loss = criterion(bmd, label)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # DDP all-reduces (averages) the gradients here
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 sched.step()
                 n = label.shape[0]
                 seen += n
+                used.extend(int(k) for k in i)
                 run_loss += float(loss.detach()) * n
                 run_abs += float((bmd.detach() - label).abs().sum())
                 bar.update(task, advance=1, stats=f"ep {epoch} loss {run_loss / seen:.4f} "
                            f"MAE {run_abs / seen:.3f}")
-            pred, _, idx = predict(model, val_loader)
+            _debug_samples(ctx, epoch, [Path(train_ds.cases[k].image).name for k in used])
+            run_loss, run_abs, seen = sum_values(ctx, run_loss, run_abs, seen)
+            pred, idx = predict_all(model, val_loader, ctx)
             truth = val_ds.labels[idx]
-            val_loss = float(criterion(torch.from_numpy(pred), torch.from_numpy(truth)))
-            metrics = {"loss": val_loss, **all_metrics(truth, pred)}
+            metrics = {"loss": val_loss_of(pred, truth), **all_metrics(truth, pred)}
             row = {"epoch": epoch, "train_loss": run_loss / seen, "train_mae": run_abs / seen,
                    "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
                    **{f"val_{k}": v for k, v in metrics.items()}}
             history.append(row)
-            _write_history(out / "history.csv", history)
             if log is not None:
-                log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {metrics['loss']:.4f}, "
                     f"val MAE {metrics['mae']:.4f}, R² {metrics['r2']:.3f}")
             score = metrics[cfg.stop_metric]
-            if score < best_score - 1e-6:
-                best_score, best_epoch, best_metrics, bad_epochs = score, epoch, metrics, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                save_checkpoint(ckpt_path, model, mcfg, {
-                    "train_config": cfg.to_dict(), "preprocess": spec.to_dict(),
-                    "schema": schema_to_dict(), "package_version": __version__,
-                    "metrics": {"epoch": epoch, "n_train": len(train_ds), "n_val": len(val_ds),
-                                **{f"val_{k}": v for k, v in metrics.items()}},
-                })
+            improved = broadcast_flag(ctx, score < state.best_score - 1e-6)
+            if improved:
+                state.best_score, state.best_epoch, state.best_metrics = score, epoch, metrics
+                state.bad_epochs = 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
-                bad_epochs += 1
-                if bad_epochs >= cfg.patience:
-                    stopped_early = epoch < cfg.epochs
-                    break
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(ckpt_path, best_epoch, best_metrics, history, stopped_early, model,
-                       initial_val_loss)
+                state.bad_epochs += 1
+            state.epoch = epoch
+            stop = broadcast_flag(ctx, not improved and state.bad_epochs >= cfg.patience)
+            if ctx.is_main:
+                _write_history(out / "history.csv", history)
+                if improved:
+                    save_checkpoint(ckpt_path, model, mcfg, {
+                        "train_config": cfg.to_dict(), "preprocess": spec.to_dict(),
+                        "schema": schema_to_dict(), "package_version": __version__,
+                        "metrics": {"epoch": epoch, "n_train": len(train_ds), "n_val": len(val_ds),
+                                    "world_size": ctx.world_size,
+                                    **{f"val_{k}": v for k, v in metrics.items()}},
+                    })
+                save_resume(last_path, state, model, opt, sched, cfg)
+            if stop:
+                state.stopped_early = epoch < cfg.epochs
+                break
+    barrier(ctx)  # no rank returns (and maybe reads best.pt) before rank 0 has written it
+    final = build_model(mcfg)
+    final.set_label_scale(mcfg.label_mean, mcfg.label_std)
+    final.load_state_dict(best_state or {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    final.eval()
+    return TrainResult(ckpt_path, state.best_epoch, state.best_metrics, history,
+                       state.stopped_early, final, state.initial_val_loss)
 
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
