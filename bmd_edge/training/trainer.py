@@ -318,6 +318,7 @@ def fit(
                 run_abs += float((bmd.detach() - label).abs().sum())
                 bar.update(task, advance=1, stats=f"ep {epoch} loss {run_loss / seen:.4f} "
                            f"MAE {run_abs / seen:.3f}")
+            train_seconds = time.perf_counter() - t0
             _debug_samples(ctx, epoch, [Path(train_ds.cases[k].image).name for k in used])
             run_loss, run_abs, seen = sum_values(ctx, run_loss, run_abs, seen)
             pred, idx = predict_all(model, val_loader, ctx)
@@ -325,6 +326,7 @@ def fit(
             metrics = {"loss": val_loss_of(pred, truth), **all_metrics(truth, pred)}
             row = {"epoch": epoch, "train_loss": run_loss / seen, "train_mae": run_abs / seen,
                    "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                   "train_seconds": train_seconds, "train_images": seen,
                    **{f"val_{k}": v for k, v in metrics.items()}}
             history.append(row)
             if log is not None:
