@@ -75,7 +75,12 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_torchrun_two_ranks_equal_one_process(cohort: Path, tmp_path: Path) -> None:
     ddp_out, one_out, debug = tmp_path / "ddp", tmp_path / "one", tmp_path / "samples"
     proc = _train(["--manifest", str(cohort), "--out", str(ddp_out), *ONE_STEP], _env(debug), nproc=2)
-    _train(["--manifest", str(cohort), "--out", str(one_out), *ONE_STEP], _env())
+    from typer.testing import CliRunner
+
+    from bmd_edge.cli import app
+
+    one = CliRunner().invoke(app, ["train", "--manifest", str(cohort), "--out", str(one_out), *ONE_STEP])
+    assert one.exit_code == 0, one.output
 
     # both ranks trained, each on 8 cases (one step of the per-rank batch 16 / 2), disjoint
     rows = {r: [json.loads(line) for line in Path(f"{debug}.rank{r}").read_text().splitlines()]
@@ -112,7 +117,7 @@ class _Interrupt(Exception):
 def test_resume_continues_where_it_stopped(cohort: Path, tmp_path: Path) -> None:
     from bmd_edge.training.trainer import fit, split_cases
 
-    cfg = resolve_config("tiny", epochs=2, batch_size=8, patience=9)
+    cfg = resolve_config("tiny", epochs=2, batch_size=8, patience=9, image_size=32)
     tr, va = split_cases(list(read_manifest(cohort).cases), cfg.val_fraction, cfg.seed)
     full = fit(cfg, tr, va, tmp_path / "full")
 
