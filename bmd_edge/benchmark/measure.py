@@ -73,6 +73,14 @@ def _rss_now_mib() -> float | None:
 
 
 def _rss_peak_mib() -> float:
+    """Peak RSS of THIS address space: /proc VmHWM. Not ru_maxrss, which a child started with
+    fork+exec inherits from its (large) parent on Linux, so every worker would report the same."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
 
 
