@@ -161,3 +161,33 @@ def test_load_skips_absent_optional_variant(bundle_dir: Path, tmp_path: Path) ->
     assert p.variant == "onnx-int8" and "onnx-fp32" not in p.bundle.variants
     with pytest.raises(BundleError, match="no 'fp32' variant"):
         Predictor.load(b, backend="onnxruntime", variant="fp32", threads=1)
+
+
+def test_gate_refuses_non_radiograph_modality(bundle_dir: Path) -> None:
+    """A DICOM that says MR/CT is refused whatever its pixels; CR/DX/absent pass to the pixels."""
+    from bmd_edge.image_io import ImageInfo, Radiograph
+
+    p = Predictor.load(bundle_dir, backend="onnxruntime", threads=1)
+
+    def rad(modality: str | None) -> Radiograph:
+        info = ImageInfo(format="dicom", bits_stored=12, age_years=None, sex=None,
+                         pixel_spacing_mm=None, laterality=None, view=None, modality=modality,
+                         patient_ids={})
+        return Radiograph(pixels=_image(), info=info, warnings=())
+
+    with pytest.raises(QualityGateError, match="DICOM Modality is MR, not a radiograph"):
+        p.predict(rad("MR"), age=70, sex="F")
+    with pytest.raises(QualityGateError, match="Modality is CT"):
+        p.predict(rad("ct "), age=70, sex="F")
+    forced = p.predict(rad("MR"), age=70, sex="F", force=True)
+    assert any("Modality is MR" in w for w in forced.warnings)
+    for ok in ("DX", "CR", None):
+        assert p.predict(rad(ok), age=70, sex="F").bmd_gcm2 > 0
+
+
+def test_realworld_mr_dicom_is_refused(bundle_dir: Path) -> None:
+    """The real MR file (shared/realworld/dicom) used to get a BMD; now it is refused."""
+    mr = Path(__file__).resolve().parents[2] / "shared" / "realworld" / "dicom" / "MR_small.dcm"
+    p = Predictor.load(bundle_dir, backend="onnxruntime", threads=1)
+    with pytest.raises(QualityGateError, match="DICOM Modality is MR"):
+        p.predict(mr, age=70, sex="F")

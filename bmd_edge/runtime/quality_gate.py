@@ -13,6 +13,9 @@ shared/realworld/hip (all pass), the NEMA chest CR RG1 (refused), random noise a
 - colour:     the reader's "colour in X% of pixels" note > 20 % (annotated X-rays: ≤ 4 %).
 - noise:      neighbouring-pixel correlation on the 64×64 thumbnail < 0.5 (radiographs ≥ 0.87,
               white noise ≈ 0): no anatomical structure at all.
+- modality:   a DICOM whose Modality tag names a cross-sectional or non-X-ray study (CT, MR, NM,
+              PT, US, …): a slice is not a projection radiograph, whatever its pixels look like
+              (the MR files in shared/realworld/dicom passed every pixel check and got a BMD).
 - chest:      chest-film layout: a bright mediastinum between two dark lung fields AND a bright
               abdomen below them; score = min(centre − brighter lung, abdomen − brighter lung)
               > 0.15 (RG1 chest: 0.35; hip/pelvis files: ≤ −0.02).
@@ -53,6 +56,11 @@ class QualityReport:
     def passed(self) -> bool:
         return not self.failures
 
+
+# DICOM Modality values that are never a projection radiograph of the hip. Unknown, absent,
+# CR/DX/RG/DR/OT (other) and fluoroscopy-type values pass: the pixel checks judge those.
+NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "NM", "PT", "US", "MG", "IVUS", "OCT", "OP",
+                                       "ES", "SM", "XC", "ECG", "RTIMAGE", "SEG", "SR", "PR"})
 
 _COLOUR_RE = re.compile(r"colou?r in ([0-9.]+)% of pixels")
 _THUMB = 64
@@ -118,11 +126,20 @@ def evaluate(features: dict[str, float], th: GateThresholds = GateThresholds()) 
     return fails
 
 
+def modality_failures(info: Any) -> list[str]:
+    """One sentence if the DICOM Modality tag says this is not a projection radiograph."""
+    modality = str(getattr(info, "modality", None) or "").strip().upper()
+    if modality in NOT_RADIOGRAPH_MODALITIES:
+        return [f"DICOM Modality is {modality}, not a radiograph (accepted: CR, DX, RG or "
+                "absent)"]
+    return []
+
+
 def check_quality(radiograph: Any, *, force: bool = False,
                   thresholds: GateThresholds = GateThresholds()) -> QualityReport:
     """Gate one Radiograph: QualityGateError if it fails, or warnings when `force` is set."""
     feats = measure(np.asarray(radiograph.pixels), tuple(radiograph.warnings))
-    fails = evaluate(feats, thresholds)
+    fails = evaluate(feats, thresholds) + modality_failures(getattr(radiograph, "info", None))
     if fails and not force:
         raise QualityGateError(
             f"not a hip/pelvis radiograph: {'; '.join(fails)} (use --force to run anyway)")
