@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# NNCF compiles its torch extension on first import on a fresh machine; its 60 s default timeout
+# is too short for a loaded 2-core CI box (seen: ExtensionLoaderTimeoutException).
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
+
 REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 
 
