@@ -109,38 +109,16 @@ def test_errors_are_package_errors(bundle_dir: Path, tmp_path: Path) -> None:
         Predictor.load(tmp_path / "nowhere")
 
 
-def test_load_hashes_the_variant_that_runs(bundle_dir: Path, tmp_path: Path) -> None:
-    """Predictor.load checks the sha256 of the variant it runs, not every file in the bundle."""
-    import json
+def test_load_refuses_a_changed_byte_in_any_file(bundle_dir: Path, tmp_path: Path) -> None:
+    """Predictor.load verifies every bundle file, also those of variants it does not run."""
     import shutil
-
-    from bmd_edge.bundle import meta_digest
 
     b = tmp_path / "b"
     shutil.copytree(bundle_dir, b)
     with open(b / "model_fp32.onnx", "ab") as fh:  # damage a variant that does not run
         fh.write(b"\0")
-    p = Predictor.load(b, backend="onnxruntime", threads=1)  # int8 runs: loads fine
-    assert p.variant == "onnx-int8"
     with pytest.raises(BundleError, match="checksum mismatch for file model_fp32.onnx"):
-        Predictor.load(b, backend="onnxruntime", variant="fp32", threads=1)
-    with open(b / "model_int8.bin", "ab") as fh:  # damage the OpenVINO variant's weights
-        fh.write(b"\0")
-    with pytest.raises(BundleError, match="checksum mismatch for file model_int8.bin"):
-        Predictor.load(b, backend="openvino", threads=1)
-    (b / "model_int8.onnx").unlink()  # a required file missing fails even if another runs
-    with pytest.raises(BundleError, match="missing file model_int8.onnx"):
-        Predictor.load(b, backend="openvino", variant="openvino-int8", threads=1)
-    meta = json.loads((b / "bundle.json").read_text())
-    meta["screening_threshold_gcm2"] = 0.8  # an edited bundle.json still fails
-    (b / "bundle.json").write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="checksum mismatch for file bundle.json"):
-        Predictor.load(b, backend="onnxruntime", threads=1)
-    meta["meta_sha256"] = meta_digest(meta)
-    (b / "bundle.json").write_text(json.dumps(meta))
-    (b / "model_int8.onnx").write_bytes(b"x")
-    with pytest.raises(BundleError, match="checksum mismatch for file model_int8.onnx"):
-        Predictor.load(b, backend="onnxruntime", threads=1)
+        Predictor.load(b, backend="onnxruntime", threads=1)  # int8 would run: still refused
 
 
 def test_load_skips_absent_optional_variant(bundle_dir: Path, tmp_path: Path) -> None:

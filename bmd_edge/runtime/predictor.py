@@ -163,15 +163,12 @@ class Predictor:
         variant: a variant name from bundle.json or a precision ("int8" default, "fp32").
         precision: float math for OpenVINO ("f32" default for parity; "bf16" on request).
         """
-        from bmd_edge.bundle import default_bundle_path
+        from bmd_edge.bundle import Bundle, default_bundle_path
 
         if bundle is None:
             bundle = default_bundle_path()
-        if hasattr(bundle, "meta"):
-            b = bundle
-            name = _choose_variant(b.variants, backend, variant)
-        else:
-            b, name = _load_verified(Path(bundle), backend, variant)
+        b = bundle if hasattr(bundle, "meta") else Bundle.load(Path(bundle))
+        name = _choose_variant(b.variants, backend, variant)
         cfg = SessionConfig(backend=backend, threads=threads or default_threads(),
                             precision=precision,
                             cache_dir=(user_cache_dir() / "openvino") if cache else None)
@@ -296,42 +293,6 @@ class Predictor:
         for i in range(0, len(prepared), batch_size):
             out += self.infer(prepared[i:i + batch_size])
         return out
-
-
-def _load_verified(root: Path, backend: str, wanted: str | None) -> tuple[Any, str]:
-    """Load a bundle, checking bundle.json's own digest and the sha256 of the variant that runs.
-
-    Why not `Bundle.load(verify=True)`: it hashes every file (~125 MB with the fp32 variants,
-    about 0.5 s of a 1-2 s `bmd-edge predict`). A damaged file of a variant that does not run
-    cannot change this BMD; a damaged file of the one that runs still fails here, loudly.
-    Missing required files still fail (an existence check is free).
-    """
-    from bmd_edge.bundle import META_FILE, Bundle, meta_digest, sha256_file
-
-    b = Bundle.load(root, verify=False)
-    meta = b.meta
-    if meta.get("meta_sha256") != meta_digest(meta):
-        raise BundleError(f"checksum mismatch for file {META_FILE} in bundle {b.root}; "
-                          "it was edited after export — re-export the bundle")
-    files: Mapping[str, str] = meta["files"]
-    present: dict[str, Any] = {}
-    for n, v in meta["variants"].items():
-        vfiles = v.get("files", [v["file"]])
-        missing = [f for f in vfiles if not (b.root / f).is_file()]
-        if not missing:
-            present[n] = v
-        elif not v.get("optional"):
-            raise BundleError(f"missing file {missing[0]} in bundle {b.root}; re-export the bundle")
-    meta["variants"] = present
-    name = _choose_variant(present, backend, wanted)
-    for rel in present[name].get("files", [present[name]["file"]]):
-        if rel not in files:
-            raise BundleError(f"file {rel} of variant {name} has no sha256 in bundle {b.root}; "
-                              "re-export the bundle")
-        if sha256_file(b.root / rel) != files[rel]:
-            raise BundleError(f"checksum mismatch for file {rel} in bundle {b.root}; "
-                              "the file changed after export — re-export the bundle")
-    return b, name
 
 
 def _default_field_names() -> tuple[str, ...]:
