@@ -149,30 +149,30 @@ def main() -> None:
     L = ["# Split-conformal interval of the shipped bundle: recalibration", "",
          f"Date: {today}. Script: `calibration/recalibrate_interval.py` (this file is its output).",
          "",
-         "Why: the export pipeline's 90 % half-width (0.1585 g/cm²) came from only 86 held-out "
-         "cases of the training cohort; on 600 fresh cases "
-         "(benchmarks/interval_coverage.py, seed 12345) it covered 0.947 (OpenVINO int8) / 0.943 "
-         "(ONNX Runtime int8), over 3 points above nominal 0.90.", "",
-         f"Calibration set: {cal_set}. Half-width: "
-         "`bmd_edge.compress.conformal.conformal_halfwidth`, the ⌈(n+1)·coverage⌉-th smallest "
-         f"|y − ŷ| (rank {int(np.ceil((iv.n_calibration + 1) * coverage))} of "
-         f"{iv.n_calibration}).", "",
+         ("Why: the export pipeline's 90 % half-width (0.1585 g/cm²) came from only 86 held-out "
+          "cases of the training cohort; on 600 fresh cases "
+          "(benchmarks/interval_coverage.py, seed 12345) it covered 0.947 (OpenVINO int8) / 0.943 "
+          "(ONNX Runtime int8), over 3 points above nominal 0.90."), "",
+         (f"Calibration set: {cal_set}. Half-width: "
+          "`bmd_edge.compress.conformal.conformal_halfwidth`, the ⌈(n+1)·coverage⌉-th smallest "
+          f"|y − ŷ| (rank {int(np.ceil((iv.n_calibration + 1) * coverage))} of "
+          f"{iv.n_calibration})."), "",
          "| | n calibration | half-width g/cm² | coverage on this calibration cohort |",
          "|---|---:|---:|---:|",
-         f"| before | {old.get('n_calibration')} | {float(old['halfwidth_gcm2']):.4f} | "
-         f"{cov_old:.3f} |",
+         (f"| before | {old.get('n_calibration')} | {float(old['halfwidth_gcm2']):.4f} | "
+          f"{cov_old:.3f} |"),
          f"| after | {iv.n_calibration} | {iv.halfwidth_gcm2:.4f} | {cov_new:.3f} |", "",
          f"Nominal coverage {coverage:.2f}. MAE on this cohort {mae:.4f} g/cm². Cases the quality "
          f"gate would refuse (run with force=True, as in the coverage benchmark): {gated}. "
          f"Cohort generated in {gen_s:.0f} s"
          + ("" if args.cohort is None else f" (reused from {cohort})")
          + f", inference {run_s:.0f} s.", "",
-         "Only bundle.json changed (`interval`, then `meta_sha256` via `bmd_edge.bundle."
-         "meta_digest`); the model files and their `files` sums are untouched. The metadata "
-         "copy embedded in the model files (ONNX metadata_props / OpenVINO rt_info) and the "
-         "per-variant `metrics.interval_halfwidth_gcm2` still hold the export-time values; "
-         "inference reads the interval from bundle.json. Held-out check: "
-         "benchmarks/results/interval_coverage.md.", ""]
+         ("Only bundle.json changed (`interval`, then `meta_sha256` via `bmd_edge.bundle."
+          "meta_digest`); the model files and their `files` sums are untouched. The metadata "
+          "copy embedded in the model files (ONNX metadata_props / OpenVINO rt_info) and the "
+          "per-variant `metrics.interval_halfwidth_gcm2` still hold the export-time values; "
+          "inference reads the interval from bundle.json. Held-out check: "
+          "benchmarks/results/interval_coverage.md."), ""]
     args.report.write_text("\n".join(L), encoding="utf-8")
     print(f"wrote {meta_path} and {args.report}")
     shutil.rmtree(work, ignore_errors=True)
