@@ -58,6 +58,10 @@ def main() -> None:
     subprocess.run([sys.executable, str(REPO / "calibration" / "make_report.py"), str(w / "bundle"),
                     str(w / "q"), "--out", str(REPO / "calibration" / "report.md")], check=True,
                    cwd=REPO)
+    # 6. the 86-case split-conformal half-width over-covers (0.947 at nominal 0.90 on 600 fresh
+    # cases): recalibrate the shipped interval on 800 fresh synthetic cases (seed 4242).
+    subprocess.run([sys.executable, str(REPO / "calibration" / "recalibrate_interval.py")],
+                   check=True, cwd=REPO)
 
 
 if __name__ == "__main__":
