@@ -66,7 +66,8 @@ def write_markdown(res: CVResult, cases, oracle, args, base, started: float, k: 
         "",
         f"Deep config (all deep rows): {base.arch} at {base.image_size} px, d_model {base.d_model}, "
         f"{base.n_layers} layers × {base.n_heads} heads, batch {base.batch_size}, AdamW lr {base.lr}, "
-        f"≤ {base.epochs} epochs (patience {base.patience}), field dropout {base.field_dropout}, "
+        f"≤ {base.epochs} epochs (patience {base.patience}, early stopping on validation "
+        f"{base.stop_metric}), field dropout {base.field_dropout}, "
         "augmentation on, 1 CPU thread. Chosen to fit a shared 2-core CPU, far smaller than the paper's.",
         "",
         "| model | " + " | ".join(c for _, c in COLUMNS) + " |",
@@ -116,9 +117,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--stop-metric", choices=("mae", "loss"), default="mae",
+                    help="early-stopping metric; 'loss' stops each run on its own (weighted) loss")
     args = ap.parse_args()
 
-    base = ablation_config()
+    base = dataclasses.replace(ablation_config(), stop_metric=args.stop_metric)
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
     cohort = args.work / f"cohort_n{args.n}_s{args.size}_seed{args.seed}"
@@ -158,7 +161,8 @@ def main() -> None:
                                  title="xattn/WSL1 field attention (out of fold)")
         print(f"fold {f + 1}/{args.folds} done after {(time.time() - started) / 60:.1f} min", flush=True)
 
-    run_cv(configs(base), cases, args.folds, args.work / "cv", seed=args.seed, baselines=True,
+    run_cv(configs(base), cases, args.folds, args.work / f"cv_stop_{args.stop_metric}",
+           seed=args.seed, baselines=True,
            log=lambda s: print(s, flush=True), on_fold=on_fold)
     print(f"wrote {args.out / 'ablation.md'}")
 
