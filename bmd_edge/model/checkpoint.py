@@ -56,6 +56,11 @@ def save_checkpoint(path: str | Path, model: BMDModel, cfg: ModelConfig, meta: d
         "package_version": meta.get("package_version", __version__),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temp file beside `path`, then one rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -10,8 +10,6 @@ pickled code ever runs. It is written by rank 0 after every epoch, atomically.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from bmd_edge.errors import InputError
+from bmd_edge.model.checkpoint import atomic_torch_save
 
 RESUME_FORMAT = "bmd-edge-resume/1"
 
@@ -56,15 +55,7 @@ def save_resume(path: Path, state: TrainState, model: torch.nn.Module, opt: torc
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_resume(path: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
