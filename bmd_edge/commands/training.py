@@ -101,22 +101,34 @@ def _print_config(cfg: Any, quiet: bool) -> None:
     for key, value in cfg.to_dict().items():
         typer.echo(f"  {key:18s} {value}", err=True)
 
+# Options shared by `train` and `cv` (one definition, one help text).
+EpochsOpt = Annotated[int | None, typer.Option(help="Override: maximum epochs.")]
+LrOpt = Annotated[float | None, typer.Option(help="Override: peak AdamW learning rate.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Override: global images per optimizer step (split evenly over torchrun processes).")]
+ImageSizeOpt = Annotated[int | None, typer.Option(help="Override: input px (multiple of 32).")]
+FusionOpt = Annotated[str | None, typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")]
+LossOpt = Annotated[str | None, typer.Option(help=f"Override: {'|'.join(LOSSES)}.")]
+WorkersOpt = Annotated[int | None, typer.Option(help="Override: DataLoader worker processes.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Override: torch threads per process (0 = torch default; under torchrun: cores // processes on the node).")]
+ManifestOpt = Annotated[Path | None, typer.Option(help="Cohort manifest CSV (needs fn_bmd).")]
+SynthSizeOpt = Annotated[int, typer.Option(help="Synthetic image side in px.")]
+
 
 def train(
     preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "cpu-fast",
-    manifest: Annotated[Path | None, typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
+    manifest: ManifestOpt = None,
     synth: Annotated[int | None, typer.Option(help="Train on N synthetic cases instead (generated in a temp dir).")] = None,
-    synth_size: Annotated[int, typer.Option(help="Synthetic image side in px.")] = 256,
+    synth_size: SynthSizeOpt = 256,
     out: Annotated[Path, typer.Option(help="Output folder: best.pt, history.csv, config.json.")] = Path("runs/train"),
-    epochs: Annotated[int | None, typer.Option(help="Override: maximum epochs.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Override: peak AdamW learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override: global images per optimizer step (split evenly over torchrun processes).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Override: input px (multiple of 32).")] = None,
-    fusion: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
-    loss: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchSizeOpt = None,
+    image_size: ImageSizeOpt = None,
+    fusion: FusionOpt = None,
+    loss: LossOpt = None,
     seed: Annotated[int | None, typer.Option(help="Override: seed for init, shuffling, augmentation.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Override: DataLoader worker processes.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Override: torch threads per process (0 = torch default; under torchrun: cores // processes on the node).")] = None,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
     patience: Annotated[int | None, typer.Option(help="Override: early-stopping patience (epochs).")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Override: validation share when the manifest has no split column.")] = None,
     augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Override: training-time image jitter on/off.")] = None,
@@ -165,20 +177,20 @@ train.__doc__ = (
 
 def cv(
     preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "cpu-fast",
-    manifest: Annotated[Path | None, typer.Option(help="Cohort manifest CSV (needs fn_bmd).")] = None,
+    manifest: ManifestOpt = None,
     synth: Annotated[int | None, typer.Option(help="Cross-validate on N synthetic cases instead.")] = None,
-    synth_size: Annotated[int, typer.Option(help="Synthetic image side in px.")] = 256,
+    synth_size: SynthSizeOpt = 256,
     folds: Annotated[int, typer.Option(help="k of the stratified k-fold (the paper: 10).")] = 10,
     out: Annotated[Path, typer.Option(help="Output folder: oof.csv, metrics.json, subgroups.csv, PNGs.")] = Path("runs/cv"),
-    epochs: Annotated[int | None, typer.Option(help="Override: maximum epochs.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Override: peak AdamW learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override: global images per optimizer step (split evenly over torchrun processes).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Override: input px (multiple of 32).")] = None,
-    fusion: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(FUSIONS)}.")] = None,
-    loss: Annotated[str | None, typer.Option(help=f"Override: {'|'.join(LOSSES)}.")] = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchSizeOpt = None,
+    image_size: ImageSizeOpt = None,
+    fusion: FusionOpt = None,
+    loss: LossOpt = None,
     seed: Annotated[int | None, typer.Option(help="Override: seed (also shuffles the folds).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Override: DataLoader worker processes.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Override: torch threads per process (0 = torch default; under torchrun: cores // processes on the node).")] = None,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
     baselines: Annotated[bool, typer.Option(help="Also cross-validate OST and OLS on the same folds.")] = True,
     batchnorm: Annotated[str | None, typer.Option(help="Override: BatchNorm under torchrun: batch | sync (GPU only) | frozen.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="On-disk cache of decoded/preprocessed images (.npy per case).")] = None,
