@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--size", type=int, default=192, help="synthetic image px")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--patience", type=int, default=None, help="early-stopping patience (epochs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -124,6 +125,8 @@ def main() -> None:
     base = dataclasses.replace(ablation_config(), stop_metric=args.stop_metric)
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
+    if args.patience:
+        base = dataclasses.replace(base, patience=args.patience)
     cohort = args.work / f"cohort_n{args.n}_s{args.size}_seed{args.seed}"
     manifest = cohort / "manifest.csv"
     if not manifest.is_file():
@@ -161,7 +164,7 @@ def main() -> None:
                                  title="xattn/WSL1 field attention (out of fold)")
         print(f"fold {f + 1}/{args.folds} done after {(time.time() - started) / 60:.1f} min", flush=True)
 
-    run_cv(configs(base), cases, args.folds, args.work / f"cv_stop_{args.stop_metric}",
+    run_cv(configs(base), cases, args.folds, args.work / f"cv_stop_{args.stop_metric}_e{base.epochs}_p{base.patience}",
            seed=args.seed, baselines=True,
            log=lambda s: print(s, flush=True), on_fold=on_fold)
     print(f"wrote {args.out / 'ablation.md'}")

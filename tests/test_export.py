@@ -166,6 +166,27 @@ def test_metadata_is_inside_the_model_files(built: dict) -> None:
     assert {o.get_any_name() for o in model.outputs} >= {"field_attention"}
 
 
+def test_openvino_runs_every_quantized_conv_and_linear_in_int8(built: dict) -> None:
+    """An explicit zero weight zero point made OpenVINO run half the layers in f32 (see onnx_int8)."""
+    import onnx
+    import openvino as ov
+
+    model = onnx.load(str(built["bundle"] / "model_int8.onnx"))
+    inits = {t.name for t in model.graph.initializer}
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weight_dq and all(len(n.input) == 2 for n in weight_dq)
+    compiled = ov.Core().compile_model(str(built["bundle"] / "model_int8.xml"), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    precisions: dict[str, list[str]] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str)
+        if kind in ("Convolution", "FullyConnected"):
+            precisions.setdefault(kind, []).append(info["runtimePrecision"].astype(str))
+    convs = precisions["Convolution"]
+    assert convs and all(p in ("u8", "i8") for p in convs), precisions
+
+
 def test_quantize_wrote_case_list_and_recipe(built: dict) -> None:
     q = built["root"] / "q"
     with open(q / "calibration_cases.csv") as fh:

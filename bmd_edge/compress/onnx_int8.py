@@ -6,6 +6,13 @@ Quantizing those constant weights offline — exactly what the QuantizeLinear no
 at run time (round half to even, add the zero point, saturate) — and feeding the int8 tensor
 straight into the DequantizeLinear node gives the same numbers in a quarter of the bytes.
 ONNX Runtime and OpenVINO both read the result. Only onnx + numpy are used (torch-free).
+
+The weight DequantizeLinear nodes then lose their explicit all-zero zero-point input (ONNX's
+default zero point is 0, so the numbers do not change). Why: OpenVINO turns an explicit zero
+point into a `Subtract` on the weights, and where that constant was shared and reshaped it is not
+folded away; its CPU plugin then treats the weights as asymmetric and runs the layer in f32. On
+the shipped model that left 11 of 21 convolutions and 44 of 44 fully-connected layers in f32
+(p50 4.2 ms); without the zero points all of them run int8 (2.1 ms).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class FoldReport:
 
     folded: int  # weight QuantizeLinear nodes replaced by int8 initializers
     kept: int  # QuantizeLinear nodes left alone (activations: their input is not constant)
+    zero_points_dropped: int  # all-zero weight zero points removed from DequantizeLinear nodes
     bytes_before: int  # serialized model size before folding
     bytes_after: int  # serialized model size after folding
 
@@ -97,7 +105,36 @@ def fold_weight_quantizers(src: str | Path, dst: str | Path) -> FoldReport:
     keep = [t for t in model.graph.initializer if t.name not in drop_inits]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep + new_inits)
+    dropped = _drop_zero_weight_zero_points(model)
+    _remove_unused_constants(model)
     onnx.checker.check_model(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
-    return FoldReport(folded, kept, src.stat().st_size, dst.stat().st_size)
+    return FoldReport(folded, kept, dropped, src.stat().st_size, dst.stat().st_size)
+
+
+def _drop_zero_weight_zero_points(model: "onnx.ModelProto") -> int:  # noqa: F821
+    """Remove the zero-point input of weight DequantizeLinear nodes where it is all zeros."""
+    consts = _constants(model)
+    init_names = {t.name for t in model.graph.initializer}
+    dropped = 0
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or node.input[0] not in init_names:
+            continue
+        zp = consts.get(node.input[2])
+        if zp is not None and not np.any(zp):
+            del node.input[2]
+            dropped += 1
+    return dropped
+
+
+def _remove_unused_constants(model: "onnx.ModelProto") -> None:  # noqa: F821
+    """Drop initializers and Constant nodes nothing reads any more (ORT warns about each)."""
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] not in used]
+    for node in dead:
+        model.graph.node.remove(node)
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
