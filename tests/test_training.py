@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from bmd_edge.cli import app
+from bmd_edge.errors import InputError
 from bmd_edge.manifest import read_manifest, write_manifest
 from bmd_edge.schema import FIELD_NAMES
 from bmd_edge.training.config import PRESETS, AugmentConfig, TrainConfig, resolve_config
@@ -198,6 +199,44 @@ def test_run_cv_writes_oof_for_every_case(cases: list, tmp_path: Path) -> None:
     assert res.completed_folds() == 2 and (res.fold_of >= 0).all()
     lines = (tmp_path / "oof.csv").read_text().splitlines()
     assert len(lines) == 65 and lines[0].endswith("xattn,OST,OLS")
+
+
+def test_pretrained_image_encoder_starts_from_a_checkpoint(cases: list, tmp_path: Path) -> None:
+    from bmd_edge.model import build_model, load_torchvision_weights
+    from bmd_edge.model.checkpoint import load_checkpoint
+
+    tr, va = split_cases(cases, 0.25, 0)
+    image_only = fit(resolve_config("tiny", epochs=1, fusion="image"), tr, va, tmp_path / "img")
+    fused = resolve_config("tiny", epochs=1, pretrained=str(tmp_path / "img" / "best.pt"))
+    source, _ = load_checkpoint(tmp_path / "img" / "best.pt")
+    # The weights a fused model starts from are the image-only model's backbone, not random ones.
+    torch.manual_seed(fused.seed)
+    start = build_model(fused.model_config())
+    before = {k: v.clone() for k, v in start.image_encoder.backbone.state_dict().items()}
+    load_torchvision_weights(start, fused.pretrained)
+    after = start.image_encoder.backbone.state_dict()
+    src = source.image_encoder.backbone.state_dict()
+    assert all(torch.equal(after[k], src[k]) for k in src)
+    assert not all(torch.equal(before[k], src[k]) for k in src)
+    # ...and training from them differs from training from scratch with the same seed.
+    a = fit(fused, tr, va, tmp_path / "a").model.state_dict()
+    b = fit(dataclasses.replace(fused, pretrained=None), tr, va, tmp_path / "b").model.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="image encoder"):
+        resolve_config("tiny", fusion="meta", pretrained=str(tmp_path / "img" / "best.pt"))
+
+
+def test_run_cv_init_from_uses_the_same_folds_source(cases: list, tmp_path: Path) -> None:
+    img = resolve_config("tiny", epochs=1, fusion="image")
+    fused = resolve_config("tiny", epochs=1)
+    res = run_cv({"image": img, "fused": fused}, cases, 2, tmp_path, seed=0, baselines=False,
+                 init_from={"fused": "image"})
+    assert all(np.isfinite(p).all() for p in res.oof.values())
+    for f in range(2):
+        meta = torch.load(tmp_path / f"fold{f:02d}" / "fused" / "best.pt", weights_only=True)
+        assert meta["train_config"]["pretrained"] == str(tmp_path / f"fold{f:02d}" / "image" / "best.pt")
+    with pytest.raises(InputError, match="source first"):
+        run_cv({"fused": fused, "image": img}, cases, 2, tmp_path / "x", init_from={"fused": "image"})
 
 
 runner = CliRunner()

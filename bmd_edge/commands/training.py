@@ -112,6 +112,7 @@ WorkersOpt = Annotated[int | None, typer.Option(help="Override: DataLoader worke
 ThreadsOpt = Annotated[int | None, typer.Option(help="Override: torch threads per process (0 = torch default; under torchrun: cores // processes on the node).")]
 ManifestOpt = Annotated[Path | None, typer.Option(help="Cohort manifest CSV (needs fn_bmd).")]
 SynthSizeOpt = Annotated[int, typer.Option(help="Synthetic image side in px.")]
+PretrainedOpt = Annotated[Path | None, typer.Option(help="Start the image encoder from these weights: a torchvision ResNet .pth of the same variant (RGB stem summed to gray) or a bmd-edge best.pt.")]
 
 
 def train(
@@ -135,6 +136,7 @@ def train(
     field_dropout: Annotated[float | None, typer.Option(help="Override: per-field chance to hide a clinical field in training (0 = off; also turns off the age+sex-only draw).")] = None,
     batchnorm: Annotated[str | None, typer.Option(help="Override: BatchNorm under torchrun: batch (per process) | sync (SyncBatchNorm, GPU only) | frozen (running stats).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="On-disk cache of decoded/preprocessed images (.npy per case); safe to share between ranks.")] = None,
+    pretrained: PretrainedOpt = None,
     resume: Annotated[Path | None, typer.Option(help="Continue from a last.pt of an earlier run with the same options.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No config print-out, progress bar or epoch log.")] = False,
 ) -> None:
@@ -145,6 +147,7 @@ def train(
                              workers=workers, threads=threads, patience=patience,
                              val_fraction=val_fraction, batchnorm=batchnorm,
                              cache_dir=None if cache_dir is None else str(cache_dir),
+                             pretrained=None if pretrained is None else str(pretrained),
                              **_regularisation(augment, field_dropout))
         main = _is_main()
         quiet = quiet or not main
@@ -194,6 +197,7 @@ def cv(
     baselines: Annotated[bool, typer.Option(help="Also cross-validate OST and OLS on the same folds.")] = True,
     batchnorm: Annotated[str | None, typer.Option(help="Override: BatchNorm under torchrun: batch | sync (GPU only) | frozen.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="On-disk cache of decoded/preprocessed images (.npy per case).")] = None,
+    pretrained: PretrainedOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the final summary.")] = False,
 ) -> None:
     """Stratified k-fold CV (strata: BMD quantile × sex; grouped by patient_id): mean ± SD over folds,
@@ -202,7 +206,8 @@ def cv(
         cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
                              image_size=image_size, fusion=fusion, loss=loss, seed=seed,
                              workers=workers, threads=threads, batchnorm=batchnorm,
-                             cache_dir=None if cache_dir is None else str(cache_dir))
+                             cache_dir=None if cache_dir is None else str(cache_dir),
+                             pretrained=None if pretrained is None else str(pretrained))
         main = _is_main()
         quiet = quiet or not main
         _print_config(cfg, quiet)

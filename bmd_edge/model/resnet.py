@@ -121,6 +121,8 @@ def load_torchvision_weights(model: nn.Module, path: str | Path) -> list[str]:
     The RGB stem filters are summed into one channel (a gray image seen as R=G=B gives the same
     response); `fc.*` is ignored because we have our own head. Returns the ignored keys.
     Every other key must match by name and shape, otherwise BundleError names the first mismatch.
+    A bmd-edge checkpoint (best.pt) works too: its `image_encoder.backbone.*` weights are used,
+    so a fused model can start from an image-only model the way the paper starts from ImageNet.
     """
     net = _find_resnet(model)
     path = Path(path)
@@ -136,6 +138,9 @@ def load_torchvision_weights(model: nn.Module, path: str | Path) -> list[str]:
     if not isinstance(state, dict):
         raise BundleError(f"pretrained weights {path} hold a {type(state).__name__}, not a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    prefix = "image_encoder.backbone."
+    if any(k.startswith(prefix) for k in state):  # a bmd-edge checkpoint's state dict
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     ignored = sorted(k for k in state if k.startswith("fc."))
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     stem = state.get("conv1.weight")

@@ -71,6 +71,9 @@ class TrainConfig:
     # which makes an N-process step exactly equal to a one-process step on the same global batch
     batchnorm: str = "batch"
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-time jitter
+    # image-encoder weights to start from instead of random init: a torchvision ResNet .pth (the
+    # paper starts from ImageNet) or a bmd-edge best.pt (its image encoder's ResNet)
+    pretrained: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (goes into checkpoints and history files)."""
@@ -154,6 +157,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"workers/threads must be ≥ 0, got {cfg.workers}/{cfg.threads}")
     if cfg.weight_decay < 0 or cfg.grad_clip < 0 or cfg.warmup_epochs < 0:
         raise InputError("weight-decay, grad-clip and warmup-epochs must be ≥ 0")
+    if cfg.pretrained is not None and cfg.fusion == "meta":
+        raise InputError("pretrained image weights need an image encoder; fusion 'meta' has none")
     return cfg
 
 

@@ -11,6 +11,7 @@ folds. Out-of-fold predictions go to OUT/oof.csv after every fold.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,13 +136,24 @@ def run_cv(
     log: Callable[[str], None] | None = None,
     on_fold: Callable[[int, CVResult], None] | None = None,
     max_folds: int | None = None,
+    init_from: Mapping[str, str] | None = None,
 ) -> CVResult:
     """Cross-validate each named config (and OST/OLS) on the same folds; fold-outer order so a
-    partial result after any fold covers every model."""
+    partial result after any fold covers every model.
+
+    `init_from` maps a config name to an earlier config name: in every fold, the first starts its
+    image encoder from the second's best.pt of that fold (never from a model that saw the test
+    fold), which is how the ablation emulates the paper's pretrained image encoder.
+    """
     from bmd_edge.training.distributed import detect
     from bmd_edge.training.trainer import fit, split_cases
 
     cases = list(cases)
+    init_from = dict(init_from or {})
+    order = list(configs)
+    for name, source in init_from.items():
+        if name not in configs or source not in configs or order.index(source) >= order.index(name):
+            raise InputError(f"init_from {name!r} <- {source!r}: both must be configs, the source first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folds = make_folds(cases, k, seed)
@@ -159,6 +171,9 @@ def run_cv(
                 log(f"fold {f + 1}/{k}: training {name} on {len(tr)} cases")
             inner_tr, inner_val = split_cases(train_c, cfg.val_fraction, cfg.seed + f,
                                               use_split_column=False)
+            if name in init_from:
+                source = out / f"fold{f:02d}" / init_from[name] / "best.pt"
+                cfg = dataclasses.replace(cfg, pretrained=str(source))
             res = fit(cfg, inner_tr, inner_val, out / f"fold{f:02d}" / name, quiet=quiet)
             from bmd_edge.training.evaluate import predict_cases
 

@@ -259,6 +259,10 @@ def fit(
     mcfg = dataclasses.replace(cfg.model_config(), label_mean=mean, label_std=max(std, 1e-3))
     model = build_model(mcfg)
     model.set_label_scale(mcfg.label_mean, mcfg.label_std)
+    if cfg.pretrained:
+        from bmd_edge.model import load_torchvision_weights
+
+        load_torchvision_weights(model, cfg.pretrained)
     if cfg.batchnorm == "sync" and ctx.distributed:
         if device.type != "cuda":
             raise InputError("batchnorm 'sync' needs GPUs (SyncBatchNorm has no CPU kernel); "
