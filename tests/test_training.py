@@ -239,6 +239,16 @@ def test_run_cv_init_from_uses_the_same_folds_source(cases: list, tmp_path: Path
         run_cv({"fused": fused, "image": img}, cases, 2, tmp_path / "x", init_from={"fused": "image"})
 
 
+def test_run_cv_resume_reuses_finished_runs(cases: list, tmp_path: Path) -> None:
+    cfg = resolve_config("tiny", epochs=1)
+    first = run_cv({"xattn": cfg}, cases, 2, tmp_path, seed=0, baselines=False)
+    best = tmp_path / "fold00" / "xattn" / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    again = run_cv({"xattn": cfg}, cases, 2, tmp_path, seed=0, baselines=False, resume=True)
+    assert best.stat().st_mtime_ns == stamp  # finished: re-evaluated, not retrained
+    assert np.allclose(first.oof["xattn"], again.oof["xattn"], atol=1e-6)
+
+
 runner = CliRunner()
 
 

@@ -137,6 +137,7 @@ def run_cv(
     on_fold: Callable[[int, CVResult], None] | None = None,
     max_folds: int | None = None,
     init_from: Mapping[str, str] | None = None,
+    resume: bool = False,
 ) -> CVResult:
     """Cross-validate each named config (and OST/OLS) on the same folds; fold-outer order so a
     partial result after any fold covers every model.
@@ -144,6 +145,8 @@ def run_cv(
     `init_from` maps a config name to an earlier config name: in every fold, the first starts its
     image encoder from the second's best.pt of that fold (never from a model that saw the test
     fold), which is how the ablation emulates the paper's pretrained image encoder.
+    With `resume`, a run whose folder already holds a last.pt continues from it (a finished run
+    is only re-evaluated), so an interrupted or extended CV does not retrain what it has.
     """
     from bmd_edge.training.distributed import detect
     from bmd_edge.training.trainer import fit, split_cases
@@ -174,7 +177,10 @@ def run_cv(
             if name in init_from:
                 source = out / f"fold{f:02d}" / init_from[name] / "best.pt"
                 cfg = dataclasses.replace(cfg, pretrained=str(source))
-            res = fit(cfg, inner_tr, inner_val, out / f"fold{f:02d}" / name, quiet=quiet)
+            run_dir = out / f"fold{f:02d}" / name
+            last = run_dir / "last.pt"
+            res = fit(cfg, inner_tr, inner_val, run_dir, quiet=quiet,
+                      resume=last if resume and last.is_file() else None)
             from bmd_edge.training.evaluate import predict_cases
 
             pred, attn = predict_cases(res.model, test_c, cfg)

@@ -290,6 +290,9 @@ def fit(
     if resume is not None:
         state = load_resume(resume, model, opt, sched, device)
         best_state = _best_weights(ckpt_path)
+        if state.bad_epochs >= cfg.patience:  # it had stopped early: resuming must not train on
+            state.stopped_early = state.epoch < cfg.epochs
+            state.epoch = cfg.epochs
     else:
         pred, idx = predict_all(model, val_loader, ctx)
         state.initial_val_loss = val_loss_of(pred, val_ds.labels[idx])
