@@ -169,13 +169,14 @@ import numpy
 t1 = time.perf_counter()
 import bmd_edge.cli
 t2 = time.perf_counter()
-from bmd_edge.runtime.predictor import Predictor, _load_verified
+from bmd_edge.runtime.predictor import Predictor
+from bmd_edge.bundle import Bundle
 from bmd_edge.runtime.backends import import_openvino
 t3 = time.perf_counter()
 import_openvino()
 t4 = time.perf_counter()
 from pathlib import Path
-b, name = _load_verified(Path(sys.argv[1]), "openvino", None)
+b = Bundle.load(Path(sys.argv[1]))
 t5 = time.perf_counter()
 p = Predictor.load(b, backend="openvino")
 t6 = time.perf_counter()
@@ -192,6 +193,17 @@ STAGE_NAMES = ("import numpy", "import bmd_edge.cli (typer, click, pydantic via 
                "bundle.json + sha256 of the variant's files", "OpenVINO compile (cache warm)",
                "read + gate + preprocess + encode", "first inference (dynamic-shape kernels)",
                "second inference")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def bench_stages(bundle: Path, image: Path, runs: int = 3) -> list[tuple[str, float, float]]:
@@ -246,10 +258,10 @@ def main() -> None:
     n_batch = args.batch_n
 
     L = ["# predict latency (torch-free runtime)", "", (
-         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-         "(shared with ~7 other engineers' jobs: wall times are inflated by contention; the "
-         "`load` column is the 1-minute load average right after each measurement — with 2 "
-         "cores, load 2 means fully busy and load 4 means every process gets about half a core). "
+         f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs "
+         "(the machine may be shared: the `load` column is the 1-minute load average right after "
+         "each measurement, which includes this benchmark's own threads — with 2 cores, load 2 "
+         "means fully busy and load 4 means every process gets about half a core). "
          f"Load at end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}. "
          f"Bundle: `{bundle}`. Threads: {threads}. Python {platform.python_version()}. "
          f"{args.rounds} rounds of the key numbers."), ""]
