@@ -165,7 +165,11 @@ class OpenVinoSession:
 
     def run(self, image: np.ndarray, values: np.ndarray,
             present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        res = self._request.infer(_feeds(image, values, present))
+        # Shared memory both ways: no copy of the inputs into the request and none of the outputs
+        # into fresh arrays (0.15 ms of a 1.7 ms int8 call here). The inputs outlive this
+        # synchronous call; np.array copies the outputs before the next call overwrites them.
+        res = self._request.infer(_feeds(image, values, present), share_inputs=True,
+                                  share_outputs=True)
         return (np.array(res[self._out["bmd"]], dtype=np.float32).reshape(-1),
                 np.array(res[self._out["field_attention"]], dtype=np.float32))
 
