@@ -195,10 +195,10 @@ def benchmark_app(res: BenchResult, threads: int, seconds: int, out: Path, round
                 failure = tail
             else:
                 theirs.append(med)
-        static, _, _ = _app_median(exe, r.file, threads, seconds, "-shape", shape)
+        static, _, static_tail = _app_median(exe, r.file, threads, seconds, "-shape", shape)
         shown = " ".join(["benchmark_app", *cmd[1:]]).replace(str(ROOT) + "/", "")
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs) or "failed"  # noqa: E731
-        static_txt = f"{static:.2f}" if static is not None else "failed"
+        static_txt = f"{static:.2f}" if static is not None else f"failed: {static_tail}"
         if not ours or not theirs:
             lines.append(f"| {r.name} | `{shown}` | {fmt(theirs)} {failure} | {fmt(ours)} | – | – | – | – | {static_txt} |")
             continue
