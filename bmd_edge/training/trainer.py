@@ -259,7 +259,7 @@ def fit(
     mcfg = dataclasses.replace(cfg.model_config(), label_mean=mean, label_std=max(std, 1e-3))
     model = build_model(mcfg)
     model.set_label_scale(mcfg.label_mean, mcfg.label_std)
-    if cfg.pretrained:
+    if cfg.pretrained and resume is None:  # a resumed run gets every weight from last.pt
         from bmd_edge.model import load_torchvision_weights
 
         load_torchvision_weights(model, cfg.pretrained)
