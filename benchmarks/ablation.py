@@ -53,10 +53,13 @@ def configs(base):
         # its control: the same extra epochs from the same start without the metadata, so a gain
         # of the row above over image-only is not just twice the image training
         "image-only, image-init": r(base, fusion="image", loss="wsl1"),
+        # the paper's fusion comparison again, now with a trained image encoder on both sides
+        "concat/WSL1, image-init": r(base, fusion="concat", loss="wsl1"),
     }
 
 
-INIT_FROM = {"xattn/WSL1, image-init": "image-only", "image-only, image-init": "image-only"}
+INIT_FROM = {"xattn/WSL1, image-init": "image-only", "image-only, image-init": "image-only",
+             "concat/WSL1, image-init": "image-only"}
 
 
 def _ms(mean: float, sd: float, digits: int) -> str:
@@ -121,7 +124,8 @@ def write_markdown(res: CVResult, cases, oracle, args, base, started: float, k: 
     return "\n".join(lines)
 
 
-FUSED = ("xattn/WSL1", "xattn/SmoothL1", "concat/WSL1", "xattn/WSL1, image-init")
+FUSED = ("xattn/WSL1", "xattn/SmoothL1", "concat/WSL1", "xattn/WSL1, image-init",
+         "concat/WSL1, image-init")
 SINGLE = ("image-only", "meta-only", "image-only, image-init")
 
 
@@ -142,7 +146,9 @@ def paired_checks(res: CVResult) -> list[str]:
         lines.append(f"| {a} vs {b} | {key} | {d.mean():+.4f}{sd} | {won}/{n} |")
 
     pairs = [(a, b) for a in FUSED[:3] for b in SINGLE[:2]]
-    pairs += [("xattn/WSL1, image-init", "image-only, image-init"), ("xattn/WSL1, image-init", "meta-only")]
+    pairs += [("xattn/WSL1, image-init", "image-only, image-init"), ("xattn/WSL1, image-init", "meta-only"),
+              ("concat/WSL1, image-init", "image-only, image-init"),
+              ("xattn/WSL1, image-init", "concat/WSL1, image-init")]
     for a, b in pairs:
         row(a, b, "r2", True)
         row(a, b, "mse", False)
