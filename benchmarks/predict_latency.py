@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bmd_edge.benchmark.machine import detect_machine
 from bmd_edge.image_io import read_image
 from bmd_edge.preprocess import preprocess
 from bmd_edge.schema import encode, parse_record
@@ -195,17 +196,6 @@ STAGE_NAMES = ("import numpy", "import bmd_edge.cli (typer, click, pydantic via 
                "second inference")
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (platform.processor() is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def bench_stages(bundle: Path, image: Path, runs: int = 3) -> list[tuple[str, float, float]]:
     """Where the whole-process time goes: each start-up stage timed in a fresh process."""
     got = []
@@ -258,7 +248,7 @@ def main() -> None:
     n_batch = args.batch_n
 
     L = ["# predict latency (torch-free runtime)", "", (
-         f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs "
+         f"Machine: {detect_machine().cpu_model}, {os.cpu_count()} CPUs "
          "(the machine may be shared: the `load` column is the 1-minute load average right after "
          "each measurement, which includes this benchmark's own threads — with 2 cores, load 2 "
          "means fully busy and load 4 means every process gets about half a core). "
