@@ -123,6 +123,7 @@ def test_label_required_for_training(tmp_path: Path) -> None:
     assert (m.problems[0].line, m.problems[0].column) == (2, "fn_bmd")
 
 
+@pytest.mark.realworld
 def test_symlinks_must_stay_inside_the_folder(tmp_path: Path) -> None:
     real = REALWORLD / "hip" / "normal-hip.jpg"
     assert real.is_file()

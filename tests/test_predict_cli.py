@@ -47,7 +47,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def dicom_hip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dicom_hip(tmp_path_factory: pytest.TempPathFactory, realworld_dir: Path) -> Path:
     """A real hip film wrapped as a DICOM with age, sex and identifying tags."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -84,6 +84,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.realworld
 def test_predict_works_with_torch_blocked(bundle: Path) -> None:
     r = _run("predict", str(HIP), "--age", "70", "--sex", "F", "--weight-kg", "61",
              "--model", str(bundle), "--json")
@@ -106,6 +107,7 @@ def test_predict_works_with_torch_blocked(bundle: Path) -> None:
     assert probe.returncode != 0 and "torch is blocked" in probe.stderr
 
 
+@pytest.mark.realworld
 def test_human_output_has_the_read_out(bundle: Path) -> None:
     res = CliRunner().invoke(app, ["predict", str(HIP), "--age", "70", "--sex", "F",
                                    "--model", str(bundle), "--backend", "onnxruntime"])
@@ -153,6 +155,7 @@ def test_patient_identifiers_never_leak(bundle: Path, dicom_hip: Path, tmp_path:
     assert json.loads(shown.stdout)["patient_ids"]["PatientID"] == "MRN-7731942"
 
 
+@pytest.mark.realworld
 def test_batch_folder_with_a_corrupt_file(bundle: Path, tmp_path: Path, dicom_hip: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
@@ -181,6 +184,7 @@ def test_batch_folder_with_a_corrupt_file(bundle: Path, tmp_path: Path, dicom_hi
     assert strict.exit_code == 1 and "3 ok, 1 failed" in strict.stderr
 
 
+@pytest.mark.realworld
 def test_batch_interrupt_leaves_no_results(bundle: Path, tmp_path: Path) -> None:
     from bmd_edge.runtime.batch import items_from_directory, run_batch
     from bmd_edge.runtime.predictor import Predictor
@@ -205,6 +209,7 @@ def test_batch_interrupt_leaves_no_results(bundle: Path, tmp_path: Path) -> None
     assert len(list(csv.DictReader(out.open()))) == 5
 
 
+@pytest.mark.realworld
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["/no/such/hip.png", "--age", "70", "--sex", "F"], "does not exist"),
@@ -219,6 +224,7 @@ def test_cli_errors_are_one_line(bundle: Path, args: list[str], message: str) ->
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.output
 
 
+@pytest.mark.realworld
 def test_quality_gate_refusal_and_force(bundle: Path) -> None:
     chest = REAL / "dicom" / "RG1_J2KI.dcm"
     res = CliRunner().invoke(app, ["predict", str(chest), "--age", "70", "--sex", "F",
@@ -239,6 +245,7 @@ def test_info_describes_the_bundle(bundle: Path) -> None:
     assert d["screening_threshold_gcm2"] == 0.899
 
 
+@pytest.mark.realworld
 def test_batch_manifest_uses_row_metadata(bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "h1.jpg").write_bytes(HIP.read_bytes())

@@ -160,6 +160,7 @@ def test_spec_validation(d: dict, needle: str) -> None:
         PreprocessSpec.from_dict(d)
 
 
+@pytest.mark.realworld
 def test_real_pelvis_radiograph() -> None:
     path = REALWORLD / "hip" / "normal-pelvis-ap.jpg"
     pixels = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0

@@ -16,10 +16,12 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 HIPS = sorted((REAL / "hip").glob("*.jpg"))
 
 
+@pytest.mark.realworld
 def test_realworld_folder_present() -> None:
     assert len(HIPS) == 12, f"expected the 12 real hip/pelvis JPEGs in {REAL / 'hip'}"
 
 
+@pytest.mark.realworld
 @pytest.mark.parametrize("path", HIPS, ids=lambda p: p.name)
 def test_every_real_hip_film_passes(path: Path) -> None:
     report = check_quality(read_image(path))
@@ -27,6 +29,7 @@ def test_every_real_hip_film_passes(path: Path) -> None:
     assert report.warnings == ()
 
 
+@pytest.mark.realworld
 def test_chest_cr_is_refused() -> None:
     with pytest.raises(QualityGateError, match="chest film"):
         check_quality(read_image(REAL / "dicom" / "RG1_J2KI.dcm"))

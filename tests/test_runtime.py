@@ -163,6 +163,7 @@ def test_gate_refuses_non_radiograph_modality(bundle_dir: Path) -> None:
         assert p.predict(rad(ok), age=70, sex="F").bmd_gcm2 > 0
 
 
+@pytest.mark.realworld
 def test_realworld_mr_dicom_is_refused(bundle_dir: Path) -> None:
     """The real MR file (shared/realworld/dicom) used to get a BMD; now it is refused."""
     mr = Path(__file__).resolve().parents[2] / "shared" / "realworld" / "dicom" / "MR_small.dcm"
