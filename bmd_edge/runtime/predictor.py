@@ -130,7 +130,14 @@ def _fmt(x: object) -> str:
 
 
 class Predictor:
-    """A loaded bundle plus one runtime session. Create with `Predictor.load(...)`."""
+    """A loaded bundle plus one runtime session. Create with `Predictor.load(...)`.
+
+    Thread-safe: one Predictor may be shared by any number of threads, on both backends. Each
+    `predict`/`prepare`/`infer` call works on its own arrays; OpenVINO calls borrow an infer
+    request from a pool and copy its outputs before returning it, ONNX Runtime's `run` is
+    re-entrant. Every caller gets its own image's result (tests/test_concurrency.py). Calls
+    beyond the runtime's parallel capacity wait; they never fail for being concurrent.
+    """
 
     def __init__(self, bundle: Any, session: Any, variant: str) -> None:
         self.bundle = bundle
@@ -231,7 +238,7 @@ class Predictor:
                         sex=str(record["sex"]), warnings=tuple(warnings), source=source,
                         patient_ids=dict(info.patient_ids or {}))
 
-    # -- inference (single thread) ------------------------------------------------------------
+    # -- inference (thread-safe) --------------------------------------------------------------
     def infer(self, cases: Sequence[Prepared]) -> list[Prediction]:
         """Run the runtime once on a stack of prepared cases and read out each result."""
         if not cases:
