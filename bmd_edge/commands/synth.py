@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bmd_edge.errors import BmdEdgeError
+from bmd_edge.errors import BmdEdgeError, InputError
 
 
 def synth(
@@ -22,6 +22,9 @@ def synth(
     workers: Annotated[Optional[int], typer.Option(
         "--workers", help="Worker processes (default: all cores); output does not depend on it.")]
     = None,
+    anatomy: Annotated[str, typer.Option("--anatomy", help=(
+        "hip (default), or a non-hip body part: knee, shoulder, elbow, hand, wrist, foot, "
+        "ankle, spine, chest, long_spine, paed_pelvis (images + manifest, no BMD)."))] = "hip",
 ) -> None:
     """Generate a synthetic hip-radiograph cohort with known femoral-neck BMD.
 
@@ -39,9 +42,19 @@ def synth(
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task("synth", total=max(n, 0))
-            manifest = generate_cohort(n, out, seed=seed, size=size, dicom=dicom, view=view,
-                                       workers=workers,
-                                       progress=lambda k: bar.update(task, completed=k))
+            if anatomy != "hip":
+                from bmd_edge.synth.other_writer import generate_other
+
+                if dicom:
+                    raise InputError("--dicom is written for --anatomy hip only")
+                view = anatomy
+                manifest = generate_other(n, out, kind=anatomy, seed=seed, size=size,
+                                          workers=workers,
+                                          progress=lambda k: bar.update(task, completed=k))
+            else:
+                manifest = generate_cohort(n, out, seed=seed, size=size, dicom=dicom, view=view,
+                                           workers=workers,
+                                           progress=lambda k: bar.update(task, completed=k))
     except BmdEdgeError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(err.exit_code) from None
