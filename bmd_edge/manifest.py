@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bmd_edge.errors import ManifestError, MetadataError
+from bmd_edge.file_checks import display_name, one_line, os_error_reason, unreadable_reason
 from bmd_edge.schema import FIELD_NAMES, ClinicalRecord, parse_record
 
 INFO_COLUMNS = ("patient_id", "split", "side", "select")
@@ -89,19 +90,32 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _resolve_image(root: Path, text: str, check_files: bool) -> Path:
-    """The image path inside `root`, or ValueError saying why not."""
+    """The image path inside `root`, or ValueError saying why not (one line, any file name)."""
+    shown = repr(display_name(text.strip()))
     rel = text.strip().replace("\\", "/")
     if not rel:
         raise ValueError("image is empty; give a path relative to the manifest's folder")
+    if "\x00" in rel:
+        raise ValueError(f"image {shown} has a NUL character in its name; it is not read")
     if PurePosixPath(rel).is_absolute() or PureWindowsPath(text.strip()).drive:
-        raise ValueError(f"image {text.strip()!r} is an absolute path; give a path relative to "
+        raise ValueError(f"image {shown} is an absolute path; give a path relative to "
                          f"the manifest's folder")
-    path = (root / rel).resolve()
+    given = root / rel
+    try:
+        path = given.resolve()
+    except (RuntimeError, OSError) as err:  # 3.11 raises RuntimeError on a loop, 3.13 OSError
+        reason = (os_error_reason(given, err) if isinstance(err, OSError) else
+                  "is a symbolic link loop (links that point at each other); it is not read")
+        raise ValueError(f"image {shown} {reason}") from None
     if not path.is_relative_to(root):
-        raise ValueError(f"image {text.strip()!r} resolves outside the manifest's folder "
-                         f"({root}); only files under it are read")
-    if check_files and not path.is_file():
-        raise ValueError(f"image {text.strip()!r} not found under {root}")
+        raise ValueError(f"image {shown} resolves outside the manifest's folder "
+                         f"({display_name(root)}); only files under it are read")
+    if check_files:
+        reason = unreadable_reason(given)
+        if reason == "was not found":
+            raise ValueError(f"image {shown} not found under {display_name(root)}")
+        if reason:
+            raise ValueError(f"image {shown} {reason}")
     return path
 
 
@@ -185,58 +199,74 @@ def read_manifest(path: str | Path, *, require_label: bool = False,
             cells = next(reader)
         except StopIteration:
             break
-        except csv.Error as err:
-            problems.append(RowProblem(line, None, f"not valid CSV ({err})"))
-            break
+        except csv.Error as err:  # this row only: the reader goes on at the next line
+            problems.append(RowProblem(line, None, f"not valid CSV ({one_line(str(err))})"))
+            line = reader.line_num + 1
+            continue
         row_line, line = line, reader.line_num + 1
-        if not any(c.strip() for c in cells):
-            continue  # blank lines are not rows
-        if len(cells) != len(header):
-            problems.append(RowProblem(row_line, None, f"row has {len(cells)} cells but the header "
-                                                       f"has {len(header)}; check commas/quotes"))
-            continue
-        row = {h: cells[i] for i, h in known}
-        row_problems: list[RowProblem] = []
-        image = fn_bmd = None
-        info: dict[str, str | None] = {}
         try:
-            image = _resolve_image(root, row["image"], check_files)
-            if image in first_line_of:
-                raise ValueError(f"image {row['image'].strip()!r} is listed twice (first on line "
-                                 f"{first_line_of[image]}); one row per image")
-            first_line_of[image] = row_line
-        except ValueError as err:
-            row_problems.append(RowProblem(row_line, "image", str(err)))
-        try:
-            fn_bmd = _parse_fn_bmd(row.get("fn_bmd", ""), require_label)
-        except ValueError as err:
-            row_problems.append(RowProblem(row_line, "fn_bmd", str(err)))
-        for column, choices in (("split", SPLITS), ("side", SIDES), ("select", SIDES)):
-            try:
-                info[column] = _parse_choice(column, row.get(column, ""), choices)
-            except ValueError as err:
-                row_problems.append(RowProblem(row_line, column, str(err)))
-        clinical = {n: row[n] for n in FIELD_NAMES if n in row}
-        field_errors = []
-        for name, value in clinical.items():  # one problem per bad column, not just the first
-            try:
-                parse_record({name: value})
-            except MetadataError as err:
-                field_errors.append(RowProblem(row_line, name, str(err)))
-        record = None
-        if not field_errors:
-            try:
-                record = parse_record(clinical)
-            except MetadataError as err:  # cross-field: BMI vs height/weight, age gap
-                field_errors.append(RowProblem(row_line, _error_column(err), str(err)))
-        row_problems += field_errors
-        if row_problems or image is None or record is None:
-            problems += row_problems
-            continue
-        pid = row.get("patient_id", "").strip() or None
-        cases.append(Case(row_line, image, record, fn_bmd, pid, info["split"], info["side"],
-                          info["select"]))
+            case, row_problems = _read_row(root, header, known, cells, row_line, first_line_of,
+                                           require_label, check_files)
+        except Exception as err:  # noqa: BLE001 - one odd row must not end the manifest
+            detail = one_line(str(err))
+            case, row_problems = None, [RowProblem(
+                row_line, None, f"unexpected {type(err).__name__} reading this row"
+                f"{': ' + detail if detail else ''} (a bmd-edge bug; please report it)")]
+        problems += row_problems
+        if case is not None:
+            cases.append(case)
     return Manifest(path=path, cases=tuple(cases), problems=tuple(problems))
+
+
+def _read_row(root: Path, header: list[str], known: list[tuple[int, str]], cells: list[str],
+              row_line: int, first_line_of: dict[Path, int], require_label: bool,
+              check_files: bool) -> tuple[Case | None, list[RowProblem]]:
+    """One data row → (the Case or None, its problems). Blank rows give (None, [])."""
+    if not any(c.strip() for c in cells):
+        return None, []  # blank lines are not rows
+    if len(cells) != len(header):
+        return None, [RowProblem(row_line, None, f"row has {len(cells)} cells but the header "
+                                                 f"has {len(header)}; check commas/quotes")]
+    row = {h: cells[i] for i, h in known}
+    row_problems: list[RowProblem] = []
+    image = fn_bmd = None
+    info: dict[str, str | None] = {}
+    try:
+        image = _resolve_image(root, row["image"], check_files)
+        if image in first_line_of:
+            raise ValueError(f"image {display_name(row['image'].strip())!r} is listed twice "
+                             f"(first on line {first_line_of[image]}); one row per image")
+        first_line_of[image] = row_line
+    except ValueError as err:
+        row_problems.append(RowProblem(row_line, "image", str(err)))
+    try:
+        fn_bmd = _parse_fn_bmd(row.get("fn_bmd", ""), require_label)
+    except ValueError as err:
+        row_problems.append(RowProblem(row_line, "fn_bmd", str(err)))
+    for column, choices in (("split", SPLITS), ("side", SIDES), ("select", SIDES)):
+        try:
+            info[column] = _parse_choice(column, row.get(column, ""), choices)
+        except ValueError as err:
+            row_problems.append(RowProblem(row_line, column, str(err)))
+    clinical = {n: row[n] for n in FIELD_NAMES if n in row}
+    field_errors = []
+    for name, value in clinical.items():  # one problem per bad column, not just the first
+        try:
+            parse_record({name: value})
+        except MetadataError as err:
+            field_errors.append(RowProblem(row_line, name, str(err)))
+    record = None
+    if not field_errors:
+        try:
+            record = parse_record(clinical)
+        except MetadataError as err:  # cross-field: BMI vs height/weight, age gap
+            field_errors.append(RowProblem(row_line, _error_column(err), str(err)))
+    row_problems += field_errors
+    if row_problems or image is None or record is None:
+        return None, row_problems
+    pid = row.get("patient_id", "").strip() or None
+    return Case(row_line, image, record, fn_bmd, pid, info["split"], info["side"],
+                info["select"]), []
 
 
 def _cell(value: object) -> str:

@@ -184,3 +184,36 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
 def test_write_refuses_unknown_columns(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="unknown manifest column.*bmd_true"):
         write_manifest(tmp_path / "m.csv", [{"image": "a.png", "bmd_true": 0.8}])
+
+
+def test_unreadable_image_entries_are_row_problems_not_the_end(tmp_path: Path) -> None:
+    """Loops, dangling links, FIFOs, folders, 300-character and NUL names: each is its row's
+    problem (before: a loop raised RuntimeError and a long name OSError out of read_manifest)."""
+    long = "x" * 296 + ".png"
+    path = _cohort(tmp_path, "image,age_xray\nimg/a.png,70\nimg/loop.png,70\nimg/gone.png,70\n"
+                             f"img/pipe.png,70\nimg/sub.png,70\n{long},70\nimg/a\0.png,70\n"
+                             "img/b.png,71\n")
+    os.symlink("loop.png", tmp_path / "img" / "loop.png")
+    os.symlink("deleted.png", tmp_path / "img" / "gone.png")
+    os.mkfifo(tmp_path / "img" / "pipe.png")
+    (tmp_path / "img" / "sub.png").mkdir()
+    m = read_manifest(path)
+    assert [c.line for c in m.cases] == [2, 9]
+    got = {p.line: p.message for p in m.problems}
+    assert "is a symbolic link loop" in got[3]
+    assert "not found" in got[4] or "link to a missing file" in got[4]
+    assert "is a FIFO (named pipe)" in got[5]
+    assert "is a folder, not an image file" in got[6]
+    assert "longer than the file system allows (300 bytes" in got[7]
+    assert "NUL character" in got[8]
+    assert all(p.column == "image" for p in m.problems)
+
+
+def test_a_csv_error_fails_one_row_and_later_rows_are_read(tmp_path: Path) -> None:
+    """A cell over csv's field limit is one bad row; reading used to stop there."""
+    path = _cohort(tmp_path, f"image,age_xray\nimg/a.png,70\nimg/{'y' * 140_000}.png,70\n"
+                             "img/b.png,71\n")
+    m = read_manifest(path)
+    assert [c.line for c in m.cases] == [2, 4]
+    assert [p.line for p in m.problems] == [3]
+    assert "not valid CSV (field larger than field limit" in m.problems[0].message

@@ -116,6 +116,13 @@ def predict(
             raise InputError(f"--out is for batch mode; {image.name} is a single image")
         if batch and report is not None:
             raise InputError("--report draws one person's result; it is not available in batch mode")
+        from bmd_edge.runtime.output_files import check_output_path
+
+        # Before any work: an output must never replace an input (the manifest, the radiograph).
+        if out is not None:
+            out = check_output_path(out, [image])
+        if report is not None:
+            report = check_output_path(report, [image], "--report", example="report.png")
         from bmd_edge.runtime.predictor import Predictor
 
         predictor = Predictor.load(model, backend=backend.value, variant=variant,
@@ -128,10 +135,16 @@ def predict(
         prepared = predictor.prepare(image, force=force, **fields)
         result = predictor.infer([prepared])[0]
         if report is not None:
+            from bmd_edge.runtime.output_files import prepare_output_folder
             from bmd_edge.runtime.report import write_report
 
-            write_report(result, prepared.image, report, references=predictor.references,
-                         patient_ids=result.patient_ids if include_ids else None)
+            prepare_output_folder(report, "--report")
+            try:
+                write_report(result, prepared.image, report, references=predictor.references,
+                             patient_ids=result.patient_ids if include_ids else None)
+            except OSError as err:
+                raise InputError(f"cannot write --report {report}: "
+                                 f"{err.strerror or err}") from None
         if json_out:
             typer.echo(json.dumps(result.to_dict(include_ids=include_ids), ensure_ascii=False))
         else:
@@ -182,6 +195,7 @@ def _run_batch(predictor: Any, source: Path, out: Path, fields: dict[str, Any], 
                force: bool, json_out: bool, include_ids: bool, strict: bool) -> int:
     """Folder or manifest → results CSV with a progress bar and a summary; the exit code."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -190,6 +204,7 @@ def _run_batch(predictor: Any, source: Path, out: Path, fields: dict[str, Any], 
         TimeRemainingColumn,
     )
 
+    from bmd_edge.file_checks import display_name
     from bmd_edge.runtime import batch as B
 
     defaults = {k: v for k, v in fields.items() if v is not None}
@@ -197,26 +212,28 @@ def _run_batch(predictor: Any, source: Path, out: Path, fields: dict[str, Any], 
         items, pre_failed = B.items_from_directory(source, defaults), []
     else:
         items, pre_failed = B.items_from_manifest(source, defaults)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per failure
     with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
         task = bar.add_task("predict", total=len(items))
         summary = B.run_batch(predictor, items, out, force=force, include_ids=include_ids,
-                              pre_failed=pre_failed,
+                              pre_failed=pre_failed, inputs=[source],
                               progress=lambda n: bar.advance(task, n))
     if json_out:
-        typer.echo(json.dumps({"schema_version": 1, "out": str(summary.out), "n_ok": summary.n_ok,
+        typer.echo(json.dumps({"schema_version": 1, "out": display_name(summary.out),
+                               "n_ok": summary.n_ok,
                                "n_failed": summary.n_failed,
                                "failures": [{"source": s, "error": e}
                                             for s, e in summary.failures]}))
     else:
+        shown = escape(display_name(summary.out))  # names are text, never rich markup
         for s, e in summary.failures[:20]:
-            err.print(f"[yellow]failed:[/yellow] {s}: {e}")
+            err.print(f"[yellow]failed:[/yellow] {escape(s)}: {escape(e)}")
         if len(summary.failures) > 20:
-            err.print(f"... and {len(summary.failures) - 20} more failures (see {summary.out})")
+            err.print(f"... and {len(summary.failures) - 20} more failures (see {shown})")
         err.print(f"{summary.n_ok} ok, {summary.n_failed} failed in {summary.seconds:.1f} s "
-                  f"({summary.images_per_second:.0f} images/s) → {summary.out}")
+                  f"({summary.images_per_second:.0f} images/s) → {shown}")
     return 1 if (strict and summary.n_failed) else 0
 
 

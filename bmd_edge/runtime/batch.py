@@ -4,16 +4,16 @@ Why this shape: decoding and preprocessing (opencv, numpy — they release the G
 small thread pool while the main thread runs batched inference, so a 2-core workstation keeps
 both cores busy. At most `window` cases are in flight (a bounded queue), so memory stays flat
 for 10 or 100 000 images. A bad image is a `failed` row with its one-line reason, never the end
-of the run. Results go to a temporary file beside the output and are renamed into place only
-when the run completes: an interrupted run (Ctrl-C, SIGTERM) leaves no partial results.csv.
+of the run, whatever the exception; so is every folder entry that is not a readable file.
+Results go to a temporary file beside the output and are renamed into place only when the run
+completes: an interrupted run (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) leaves no partial results.csv,
+and the output is locked and checked first (`output_files`).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bmd_edge.errors import BmdEdgeError, InputError
+from bmd_edge.file_checks import display_name, link_leaving, one_line, unreadable_reason
+from bmd_edge.runtime import output_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 RESULT_COLUMNS = (
@@ -41,6 +43,7 @@ class BatchItem:
     path: Path                                    # the image file
     fields: Mapping[str, object] = field(default_factory=dict)  # age, sex, side, ...
     patient_id: str | None = field(default=None, repr=False)    # manifest id (--include-ids)
+    problem: str | None = None                    # known before reading: why it is not read
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,30 @@ class BatchSummary:
 
 
 def items_from_directory(folder: Path, defaults: Mapping[str, object]) -> list[BatchItem]:
-    """Every image file directly in `folder` (by suffix; content decides later), sorted."""
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"folder {folder} holds no image files; expected "
+    """Every entry directly in `folder` named like an image, sorted; content decides later.
+
+    Entries that cannot be images become items with a `problem` (a failed row, never a silent
+    skip): links that loop, dangle or leave the folder (not followed), FIFOs, sockets, devices,
+    sub-folders. Names that are not UTF-8 are shown with `\\xNN` escapes.
+    """
+    try:
+        root = folder.resolve()
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if Path(e.name).suffix.lower() in IMAGE_SUFFIXES),
+                             key=lambda e: e.name)
+    except (OSError, RuntimeError) as err:
+        raise InputError(f"cannot list folder {display_name(folder)}: "
+                         f"{one_line(getattr(err, 'strerror', None) or str(err))}") from None
+    if not entries:
+        raise InputError(f"folder {display_name(folder)} holds no image files; expected "
                          f"{', '.join(IMAGE_SUFFIXES)}")
-    return [BatchItem(source=p.name, path=p, fields=dict(defaults)) for p in files]
+    items = []
+    for e in entries:
+        path = folder / e.name
+        problem = link_leaving(path, root) or unreadable_reason(path)
+        items.append(BatchItem(source=display_name(e.name), path=path, fields=dict(defaults),
+                               problem=problem))
+    return items
 
 
 def items_from_manifest(path: Path, defaults: Mapping[str, object]
@@ -92,13 +112,19 @@ def items_from_manifest(path: Path, defaults: Mapping[str, object]
             source = case.image.relative_to(root).as_posix()
         except ValueError:
             source = case.image.name
-        items.append(BatchItem(source=source, path=case.image, fields=fields,
+        items.append(BatchItem(source=display_name(source), path=case.image, fields=fields,
                                patient_id=case.patient_id))
     by_line: dict[int, list[str]] = {}
     for prob in man.problems:  # one failed row per manifest line, all its reasons joined
         by_line.setdefault(prob.line, []).append(str(prob))
-    bad = [(f"{man.path.name}:{line}", "; ".join(msgs)) for line, msgs in by_line.items()]
+    bad = [(f"{display_name(man.path.name)}:{line}", "; ".join(msgs))
+           for line, msgs in by_line.items()]
     return items, bad
+
+
+def _clean(row: dict[str, object]) -> dict[str, object]:
+    """Every cell on one line and encodable as UTF-8 (file names may hold any bytes)."""
+    return {k: one_line(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _row(item: BatchItem, pred: Any = None, error: str | None = None,
@@ -123,111 +149,169 @@ def _row(item: BatchItem, pred: Any = None, error: str | None = None,
         row["patient_id"] = item.patient_id or ""
         ids = pred.patient_ids if pred is not None else {}
         row["dicom_patient_ids"] = ";".join(f"{k}={v}" for k, v in sorted(ids.items()))
-    return row
+    return _clean(row)
+
+
+def row_reason(err: BaseException) -> str:
+    """One line saying why a case failed, whatever the exception: a row's failure, not the run's.
+
+    bmd-edge's own errors carry their message; anything else is named for what it is (an
+    unexpected exception type is a bmd-edge bug, and the line says so).
+    """
+    if isinstance(err, BmdEdgeError):
+        return one_line(str(err)) or type(err).__name__
+    if isinstance(err, MemoryError):
+        return "not enough memory to read and prepare this image (MemoryError); it is skipped"
+    if isinstance(err, OSError) and err.strerror:
+        return f"cannot be read: {one_line(err.strerror)}"
+    detail = one_line(str(err))
+    return (f"unexpected {type(err).__name__} while processing this image"
+            f"{': ' + detail if detail else ''} (a bmd-edge bug; please report it)")
 
 
 def run_batch(predictor: Any, items: Sequence[BatchItem], out: Path, *, force: bool = False,
               workers: int | None = None, batch_size: int = 16, window: int = 64,
               include_ids: bool = False, pre_failed: Sequence[tuple[str, str]] = (),
-              progress: Callable[[int], None] | None = None) -> BatchSummary:
+              progress: Callable[[int], None] | None = None,
+              inputs: Sequence[Path] = ()) -> BatchSummary:
     """Run every item, write `out` atomically, return the summary. Bad cases become rows.
 
+    `out` is refused (InputError, nothing written) when it is a folder, not a regular file, one
+    of the items' images or one of `inputs` (e.g. the manifest), or locked by another run.
+    Any exception from one case is that case's failed row; only a failure of the run itself
+    (the output cannot be written) ends it, and then no results file and no temporary remain.
     `progress(n)` is called after every n finished cases (the CLI feeds a rich progress bar).
     """
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as results.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    out = output_files.check_output_path(
+        Path(out), [*inputs, *(i.path for i in items if i.problem is None)])
+    output_files.prepare_output_folder(out)
+    columns = RESULT_COLUMNS + (ID_COLUMNS if include_ids else ())
+    with output_files.interrupt_signals() as quiet, output_files.output_lock(out):
+        output_files.sweep_stale_temps(out.parent, ",".join(columns[:3]))
+        tmp = output_files.temp_path(out)
+        try:
+            summary = _run(predictor, items, out, tmp, columns, force=force, workers=workers,
+                           batch_size=batch_size, window=window, include_ids=include_ids,
+                           pre_failed=pre_failed, progress=progress)
+        except BaseException:
+            with quiet():
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+            raise
+    return summary
+
+
+def _run(predictor: Any, items: Sequence[BatchItem], out: Path, tmp: Path,
+         columns: tuple[str, ...], *, force: bool, workers: int | None, batch_size: int,
+         window: int, include_ids: bool, pre_failed: Sequence[tuple[str, str]],
+         progress: Callable[[int], None] | None) -> BatchSummary:
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     start = time.perf_counter()
-    failures: list[tuple[str, str]] = list(pre_failed)
+    failures: list[tuple[str, str]] = []
     n_ok = 0
-    columns = RESULT_COLUMNS + (ID_COLUMNS if include_ids else ())
-    restore = _install_sigterm()
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh, \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmd-prep") as pool:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for source, reason in pre_failed:
-                writer.writerow(_row(BatchItem(source, Path(source)), error=reason,
-                                     include_ids=include_ids))
+        fh = open(tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed before rename
+    except OSError as err:
+        raise InputError(f"cannot write --out {display_name(out)}: "
+                         f"{one_line(err.strerror or str(err))}") from None
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmd-prep")
+    try:
+        writer = csv.DictWriter(fh, fieldnames=columns)
 
-            def prepare(item: BatchItem) -> Any:
-                fields = dict(item.fields)
-                return predictor.prepare(item.path, force=force, **fields)
+        def write(row: dict[str, object]) -> None:
+            try:
+                writer.writerow(row)
+            except OSError as err:  # disk full, quota, I/O error: the run fails, not a row
+                raise InputError(f"cannot write --out {display_name(out)}: "
+                                 f"{one_line(err.strerror or str(err))}") from None
 
-            pending: deque[tuple[BatchItem, Future[Any]]] = deque()
-            it: Iterator[BatchItem] = iter(items)
+        def fail(item: BatchItem, reason: str) -> None:
+            failures.append((item.source, one_line(reason)))
+            write(_row(item, error=reason, include_ids=include_ids))
 
-            def fill() -> None:
-                while len(pending) < window:
-                    nxt = next(it, None)
-                    if nxt is None:
-                        return
-                    pending.append((nxt, pool.submit(prepare, nxt)))
-
-            # (item, prepared or None, error or None): rows are written in input order.
-            batch: list[tuple[BatchItem, Any, str | None]] = []
-
-            def flush() -> None:
-                nonlocal n_ok
-                if not batch:
-                    return
-                ready = [(i, p) for i, p, e in batch if e is None]
-                preds: dict[int, Any] = {}
-                run_error: str | None = None
-                try:
-                    out_preds = predictor.infer([p for _, p in ready])
-                    preds = {id(i): pr for (i, _), pr in zip(ready, out_preds)}
-                except BmdEdgeError as err:  # a runtime failure fails this batch, not the run
-                    run_error = str(err)
-                for item, _, error in batch:
-                    error = error or run_error
-                    if error is not None:
-                        failures.append((item.source, error))
-                        writer.writerow(_row(item, error=error, include_ids=include_ids))
-                    else:
-                        n_ok += 1
-                        writer.writerow(_row(item, preds[id(item)], include_ids=include_ids))
-                if progress:
-                    progress(len(batch))
-                batch.clear()
-
-            fill()
-            while pending:
-                item, fut = pending.popleft()
-                try:
-                    batch.append((item, fut.result(), None))
-                except BmdEdgeError as err:
-                    batch.append((item, None, str(err)))
-                except Exception as err:  # noqa: BLE001 - one odd file must not end the run
-                    batch.append((item, None, f"internal error: {type(err).__name__}: {err}"))
-                fill()
-                if len(batch) >= batch_size or not pending:
-                    flush()
-            flush()
-        os.replace(tmp, out)
-    except BaseException:
         try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+            writer.writeheader()
+        except OSError as err:
+            raise InputError(f"cannot write --out {display_name(out)}: "
+                             f"{one_line(err.strerror or str(err))}") from None
+        for source, reason in pre_failed:
+            fail(BatchItem(display_name(source), Path(".")), reason)
+
+        def prepare(item: BatchItem) -> Any:
+            problem = item.problem or unreadable_reason(item.path)  # never block on a FIFO
+            if problem:
+                raise InputError(f"{item.source} {problem}")
+            return predictor.prepare(item.path, force=force, **dict(item.fields))
+
+        pending: deque[tuple[BatchItem, Future[Any]]] = deque()
+        it: Iterator[BatchItem] = iter(items)
+
+        def fill() -> None:
+            while len(pending) < window:
+                nxt = next(it, None)
+                if nxt is None:
+                    return
+                pending.append((nxt, pool.submit(prepare, nxt)))
+
+        # (item, prepared or None, error or None): rows are written in input order.
+        batch: list[tuple[BatchItem, Any, str | None]] = []
+
+        def infer(ready: list[tuple[BatchItem, Any]]) -> dict[int, Any]:
+            """id(item) → prediction or the reason it failed. One bad case fails only itself."""
+            try:
+                preds = predictor.infer([p for _, p in ready])
+                return {id(i): pr for (i, _), pr in zip(ready, preds, strict=True)}
+            except Exception as err:  # noqa: BLE001 - retried case by case below
+                if len(ready) == 1:
+                    return {id(ready[0][0]): row_reason(err)}
+            out_: dict[int, Any] = {}
+            for pair in ready:
+                out_.update(infer([pair]))
+            return out_
+
+        def flush() -> None:
+            nonlocal n_ok
+            if not batch:
+                return
+            ready = [(i, p) for i, p, e in batch if e is None]
+            preds = infer(ready) if ready else {}
+            for item, _, error in batch:
+                result = preds.get(id(item)) if error is None else error
+                if isinstance(result, str) or result is None:
+                    fail(item, result or "no result")
+                    continue
+                try:
+                    row = _row(item, result, include_ids=include_ids)
+                except Exception as err:  # noqa: BLE001 - a result we cannot write is a row
+                    fail(item, row_reason(err))
+                    continue
+                write(row)
+                n_ok += 1
+            if progress:
+                progress(len(batch))
+            batch.clear()
+
+        fill()
+        while pending:
+            item, fut = pending.popleft()
+            try:
+                batch.append((item, fut.result(), None))
+            except Exception as err:  # noqa: BLE001 - one odd file must not end the run
+                batch.append((item, None, row_reason(err)))
+            fill()
+            if len(batch) >= batch_size or not pending:
+                flush()
+        flush()
+        try:
+            fh.close()
+            os.replace(tmp, out)
+        except OSError as err:
+            raise InputError(f"cannot write --out {display_name(out)}: "
+                             f"{one_line(err.strerror or str(err))}") from None
     finally:
-        restore()
+        pool.shutdown(wait=True, cancel_futures=True)
+        fh.close()
     return BatchSummary(n_ok=n_ok, n_failed=len(failures), out=out,
                         seconds=time.perf_counter() - start, failures=tuple(failures))
-
-
-def _install_sigterm() -> Callable[[], None]:
-    """SIGTERM → KeyboardInterrupt in the main thread, so cleanup runs; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
