@@ -28,8 +28,10 @@ def synth(
 ) -> None:
     """Generate a synthetic hip-radiograph cohort with known femoral-neck BMD.
 
-    Writes OUT/images/*.png (16-bit), OUT/manifest.csv and OUT/oracle.csv.
+    Writes OUT/images/*.png (16-bit), OUT/manifest.csv, OUT/landmarks.csv and OUT/oracle.csv.
 
+    landmarks.csv gives every hip's head centre/radius, neck axis and femoral-neck box in
+    pixels (a pelvis view: both hips; manifest `select` names the labelled one to crop).
     The oracle holds the true BMD and the nuisance: never train on it.
 
     --dicom also writes OUT/dicom/*.dcm. Same seed, same bytes, for any --workers.

@@ -1,9 +1,12 @@
 """Synthetic hip-radiograph cohort (torch-free): metadata, true BMD, rendered images, oracle.
 
 - `cohort`:  who the people are and their femoral-neck BMD (published effect sizes)
-- `anatomy`: procedural proximal femur + hemipelvis as closed-form beam path lengths
-- `render`:  Beer–Lambert projection and acquisition nuisance → 16-bit image
-- `writer`:  deterministic, parallel writing of PNG/DICOM/manifest.csv/oracle.csv
+- `materials`: MaterialMaps, the contract between any anatomy and the physics
+- `anatomy`: procedural proximal femur + hemipelvis + sacrum/L-spine as beam path lengths
+- `render`:  hip / AP-pelvis views as MaterialMaps with analytic landmarks
+- `physics`: polyenergetic exposure, scatter, noise, detector and clinical post-processing
+- `writer`:  deterministic, parallel writing of PNG/DICOM/manifest/landmarks/oracle CSVs
+See WORLD.md (next to this file) for the mechanisms, sources and the information split.
 """
 
 from __future__ import annotations

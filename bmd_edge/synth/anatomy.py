@@ -23,9 +23,12 @@ femoral-neck width ≈ 27–35 mm, shaft diameter ≈ 27–32 mm; Clark et al. 1
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 F32 = np.float32
@@ -46,6 +49,15 @@ class HipShape:
     lt_size: float             # lesser-trochanter scale (external rotation changes it)
     joint_space: float         # head-to-acetabulum gap (cartilage, mm)
     texture_seed: int          # seeds the trabecular noise of this hip
+    leg_rot_deg: float = 0.0   # external (+) / internal (−) rotation from the ideal 15° internal
+    abduction_deg: float = 0.0 # abduction (+) / adduction (−) of the femur about the head
+    pelvic_tilt: float = 1.0   # vertical scale of the pelvis outside the acetabulum (AP tilt)
+
+    @property
+    def neck_len_proj(self) -> float:
+        """Projected neck length: the neck foreshortens as the leg rotates out of the ideal
+        (anteversion ≈ 15° is cancelled by 15° internal rotation in a standard AP)."""
+        return self.neck_len * math.cos(math.radians(self.leg_rot_deg))
 
 
 def bone_quality(bmd: float) -> dict[str, float]:
@@ -63,6 +75,14 @@ def bone_quality(bmd: float) -> dict[str, float]:
 
 def sample_hip(rng: np.random.Generator, *, sex: str, height_cm: float, bmd: float) -> HipShape:
     """Draw hip geometry: size scales with sex and height, angles vary between people."""
+    hip = _sample_hip(rng, sex=sex, height_cm=height_cm, bmd=bmd)
+    # External rotation brings the lesser trochanter into profile (it grows on the image).
+    lt = hip.lt_size * (1.0 + 0.012 * hip.leg_rot_deg)
+    return dataclasses.replace(hip, lt_size=float(np.clip(lt, 0.5, 1.8)))
+
+
+def _sample_hip(rng: np.random.Generator, *, sex: str, height_cm: float, bmd: float) -> HipShape:
+    """Draw hip geometry: size scales with sex and height, angles vary between people."""
     size = (1.06 if sex == "M" else 0.94) * (1.0 + 0.004 * (height_cm - 167.0))
     size *= float(rng.normal(1.0, 0.03))
     return HipShape(
@@ -77,6 +97,12 @@ def sample_hip(rng: np.random.Generator, *, sex: str, height_cm: float, bmd: flo
         lt_size=float(rng.normal(1.0, 0.15)),
         joint_space=float(np.clip(rng.normal(4.0, 0.8), 1.5, 6.0)),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
+        # Positioning: many AP hips are taken with the leg in neutral or external rotation
+        # (pain, hip fracture screening), foreshortening the neck; abduction ±5°; pelvic tilt
+        # changes the obturator foramen's height (≈ ±10 %).
+        leg_rot_deg=float(np.clip(rng.normal(5.0, 10.0), -15.0, 35.0)),
+        abduction_deg=float(rng.normal(0.0, 3.0)),
+        pelvic_tilt=float(np.clip(rng.normal(1.0, 0.06), 0.85, 1.15)),
     )
 
 
@@ -95,12 +121,18 @@ class Grid:
         self.shape = x.shape
         self._inv = np.linalg.inv(affine[:, :2])
 
-    def mapped(self, sx: float, dx: float) -> "Grid":
+    def mapped(self, sx: float, dx: float) -> Grid:
         """The grid in a frame with x' = sx·x + dx (sx = −1 mirrors a left hip)."""
         aff = self.affine.copy()
         aff[0] *= sx
         aff[0, 2] += dx
         return Grid(F32(sx) * self.x + F32(dx), self.y, aff)
+
+    def scaled_y(self, k: float) -> Grid:
+        """The grid in a frame with y' = k·y (pelvic tilt squashes/stretches the pelvis)."""
+        aff = self.affine.copy()
+        aff[1] *= k
+        return Grid(self.x, F32(k) * self.y, aff)
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice] | None:
         """Row/column slices covering the mm box [x0, x1] × [y0, y1]; None when outside."""
@@ -108,8 +140,8 @@ class Grid:
         pts = np.array([[x0, x1, x0, x1], [y0, y0, y1, y1]]) - self.affine[:, 2:3]
         cols, rows = inv @ pts
         n_r, n_c = self.shape
-        r0, r1 = max(int(rows.min()) - 1, 0), min(int(math.ceil(rows.max())) + 2, n_r)
-        c0, c1 = max(int(cols.min()) - 1, 0), min(int(math.ceil(cols.max())) + 2, n_c)
+        r0, r1 = max(int(rows.min()) - 1, 0), min(math.ceil(rows.max()) + 2, n_r)
+        c0, c1 = max(int(cols.min()) - 1, 0), min(math.ceil(cols.max()) + 2, n_c)
         if r0 >= r1 or c0 >= c1:
             return None
         return slice(r0, r1), slice(c0, c1)
@@ -190,6 +222,61 @@ class HipPaths:
     femur_mask: np.ndarray     # where the proximal femur is (for the oracle's ROI)
 
 
+def neck_axes(hip: HipShape) -> dict[str, tuple[float, float]]:
+    """Shaft and neck directions in the hip frame, and where the neck axis meets the shaft axis.
+
+    `ds` runs down the shaft, `ns` is its medial normal, `en` runs along the neck from its base
+    towards the head centre (the origin), `P` is the neck-shaft intersection.
+    """
+    phi = math.radians(hip.shaft_tilt_deg - hip.abduction_deg)
+    ds = (math.sin(phi), math.cos(phi))
+    ns = (math.cos(phi), -math.sin(phi))
+    a_n = math.pi / 2 - phi - math.radians(hip.neck_shaft_deg)
+    en = (math.cos(a_n), math.sin(a_n))
+    length = hip.neck_len_proj
+    return {"ds": ds, "ns": ns, "en": en, "P": (-length * en[0], -length * en[1])}
+
+
+FN_ROI_MM = 15.0   # DXA femoral-neck box length along the neck axis (GE Lunar, 1.5 cm)
+
+
+def hip_landmarks(hip: HipShape) -> dict[str, object]:
+    """Landmarks in the hip frame (mm): head centre and radius, neck axis, DXA-style FN box.
+
+    The neck box is centred on the narrowest part of the neck (the waist, where Lunar's
+    automatic FN box goes), FN_ROI_MM long along the neck axis and wide enough to span the neck
+    with 5 mm of soft tissue on each side.
+    """
+    ax = neck_axes(hip)
+    en, P = ax["en"], ax["P"]
+    s = hip.head_r * 0.95 + 4.0 + 0.5 * FN_ROI_MM * 0.5
+    return {"head": (0.0, 0.0), "head_r": hip.head_r, "neck_base": P, "neck_dir": en,
+            "roi_centre": (-s * en[0], -s * en[1]), "roi_len": FN_ROI_MM,
+            "roi_width": 2.0 * hip.neck_r + 10.0}
+
+
+TMD_G_CM3 = 1.15   # g hydroxyapatite per cm³ of bone tissue (cortex ≈ 1.1–1.2)
+
+
+def neck_box_mask(g: Grid, hip: HipShape) -> np.ndarray:
+    """Pixels inside the DXA-style femoral-neck box (hip frame)."""
+    lm = hip_landmarks(hip)
+    (cx, cy), (ux, uy) = lm["roi_centre"], lm["neck_dir"]           # type: ignore[misc]
+    dx, dy = g.x - F32(cx), g.y - F32(cy)
+    along = np.abs(dx * F32(ux) + dy * F32(uy))
+    across = np.abs(-dx * F32(uy) + dy * F32(ux))
+    return (along <= F32(0.5 * float(lm["roi_len"]))) & (across <= F32(0.5 * float(lm["roi_width"])))
+
+
+def _calibration(g: Grid, hip: HipShape, femur_mm: np.ndarray, femur_mask: np.ndarray) -> float:
+    """Scale for the femur's bone paths so its FN-box areal mineral equals hip.bmd (g/cm²)."""
+    box = neck_box_mask(g, hip) & femur_mask
+    if box.sum() < 4:
+        return 1.0
+    now = float(femur_mm[box].mean()) * TMD_G_CM3 / 10.0
+    return float(np.clip(hip.bmd / max(now, 1e-6), 0.4, 2.5))
+
+
 def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
     """Femur + hemipelvis paths for one hip; `g` is in the hip frame (x medial, y down).
 
@@ -198,12 +285,9 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
     q = bone_quality(hip.bmd)
     x, y = g.x, g.y
     rh, c_n, c_s = hip.head_r, q["cortex_neck"], q["cortex_shaft"]
-    phi = math.radians(hip.shaft_tilt_deg)
-    ds = (math.sin(phi), math.cos(phi))                       # shaft, distal
-    ns = (math.cos(phi), -math.sin(phi))                      # perpendicular, medial
-    a_n = math.pi / 2 - phi - math.radians(hip.neck_shaft_deg)
-    en = (math.cos(a_n), math.sin(a_n))                       # neck axis, base → head
-    P = (-hip.neck_len * en[0], -hip.neck_len * en[1])        # neck axis meets shaft axis
+    ax = neck_axes(hip)
+    ds, ns, en, P = ax["ds"], ax["ns"], ax["en"], ax["P"]
+    neck_len = hip.neck_len_proj
 
     def at(a: float, b: float, o: tuple[float, float] = P) -> tuple[float, float]:
         return (o[0] + a * ns[0] + b * ds[0], o[1] + a * ns[1] + b * ds[1])
@@ -213,14 +297,14 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
 
     # Femur: head, two-piece neck (waist), trochanteric body, greater/lesser trochanter, shaft.
     waist = along_neck(rh * 0.95 + 4.0)
-    base = along_neck(hip.neck_len - 6.0)
+    base = along_neck(neck_len - 6.0)
     # The cavity sits off-centre towards the superior side (positive tube offset along base→head
     # reversed): inferior cortex c_n, superior c_n / 2.
     d_n, c_avg = 0.25 * c_n, 0.75 * c_n
     r_s, gt, lt = hip.shaft_r, hip.gt_size, hip.lt_size
     ang_s = math.atan2(ns[1], ns[0])
-    meta0, meta1 = at(-4.0, -18.0), at(0.0, 48.0)          # metaphyseal flare along the shaft
-    gt_c, gt_a, gt_b = at(-12.0, -20.0), 12.5 * gt, 19.0 * gt
+    meta0, meta1 = at(-5.0, -8.0), at(0.0, 48.0)          # metaphyseal flare along the shaft
+    gt_c, gt_a, gt_b = at(-14.0, -13.0), 11.0 * gt, 17.0 * gt
     outer = [
         ellipsoid(g, (0.0, 0.0), rh, rh, rh),
         tube(g, (0.0, 0.0), waist, 0.80 * rh, hip.neck_r, 0.85),
@@ -242,7 +326,16 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
     ]
     f_out = np.maximum.reduce(outer)
     f_in = np.maximum.reduce(inner)
+    # Fovea capitis: a shallow pit on the medial-inferior head where the ligamentum teres
+    # inserts; it shows as a notch in the head's outline.
+    fov = (0.93 * rh * math.cos(0.35), 0.93 * rh * math.sin(0.35))
+    pit = ellipsoid(g, fov, 4.5, 3.5, 4.0, 0.35)
+    f_out = np.maximum(f_out - pit, 0.0)
+    f_in = np.maximum(f_in - pit, 0.0)
     f_cort, f_trab = hollow(f_out, f_in)
+    # Intertrochanteric ridge: a low cortical crest from the greater to the lesser trochanter,
+    # seen end-on as a faint dense line.
+    f_cort = f_cort + tube(g, at(-r_s + 2.0, -6.0), at(r_s - 2.0, 26.0), 1.5, 1.5, 1.2)
     # Cancellous bone fills head, neck and trochanters; the shaft below the lesser trochanter
     # is a marrow canal. Distance down the shaft axis from P:
     t_shaft = (x - F32(P[0])) * F32(ds[0]) + (y - F32(P[1])) * F32(ds[1])
@@ -256,19 +349,23 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
     dome = (0.25 * rh, -0.85 * rh)
     w_c = np.exp(-_dist_to_segment(x, y, cal, dome) ** 2 / F32(2 * 11.0**2))
     ux, uy, rad = _circle_through(at(-hip.shaft_r, 8.0),
-                                  (along_neck(0.55 * hip.neck_len)[0] - 0.7 * hip.neck_r * en[1],
-                                   along_neck(0.55 * hip.neck_len)[1] + 0.7 * hip.neck_r * en[0]),
+                                  (along_neck(0.55 * neck_len)[0] - 0.7 * hip.neck_r * en[1],
+                                   along_neck(0.55 * neck_len)[1] + 0.7 * hip.neck_r * en[0]),
                                   (0.35 * rh, 0.55 * rh))
     rr = np.hypot(x - F32(ux), y - F32(uy))
     theta_t = np.arctan2(y - F32(uy), x - F32(ux)) + F32(math.pi / 2)
     w_t = np.exp(-((rr - F32(rad)) / F32(9.0)) ** 2) * F32(q["tensile"])
     head = np.clip(outer[0] / F32(6.0), 0.0, 1.0)
-    density = F32(0.45) + F32(0.55) * np.clip(w_c + w_t + head, 0.0, 1.0)
+    density = F32(0.45) + F32(0.55) * np.clip(w_c + w_t + F32(0.3) * head, 0.0, 1.0)
     femur_mask = f_out > 0
 
     p_cort, p_trab = _hemipelvis(g, hip, q, midline)
-    trab = f_trab * density * F32(q["bvtv"]) + p_trab * F32(q["bvtv_pelvis"])
-    return HipPaths(cortical=f_cort + p_cort, trabecular=trab, theta_c=theta_c,
+    f_trab = f_trab * density * F32(q["bvtv"])
+    # Calibrate: the femur's areal mineral in the DXA-style neck box equals the BMD the hip is
+    # drawn with (what DXA measures is exactly this: mineral per projected bone area there).
+    k = _calibration(g, hip, f_cort + f_trab, femur_mask)
+    trab = f_trab * F32(k) + p_trab * F32(q["bvtv_pelvis"])
+    return HipPaths(cortical=f_cort * F32(k) + p_cort, trabecular=trab, theta_c=theta_c,
                     theta_t=theta_t, w_c=w_c * femur_mask, w_t=w_t * femur_mask,
                     femur_mask=femur_mask)
 
@@ -281,71 +378,165 @@ def _dist_to_segment(x: np.ndarray, y: np.ndarray, p0: tuple[float, float],
     return np.hypot(x - F32(p0[0]) - t * F32(ex), y - F32(p0[1]) - t * F32(ey))
 
 
+def _chaikin(poly: list[tuple[float, float]], rounds: int) -> list[tuple[float, float]]:
+    """Corner cutting: a closed polygon → a smooth outline (no straight-edged bones)."""
+    pts = np.asarray(poly, dtype=np.float64)
+    for _ in range(rounds):
+        nxt = np.roll(pts, -1, axis=0)
+        pts = np.stack([0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt], axis=1).reshape(-1, 2)
+    return [(float(x), float(y)) for x, y in pts]
+
+
+def plate(g: Grid, poly: list[tuple[float, float]], thick: float, cortex: float,
+          holes: list[list[tuple[float, float]]] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(cortical, cancellous) paths (mm) of a flat bone seen face-on: a polygon outline.
+
+    The plate is `thick` mm deep with rounded rims (a half-cylinder of radius thick/2 along
+    its edge), so the rim, where the beam runs along the cortex, is brighter than the face:
+    how iliac crests, pubic rami and the obturator ring look. Holes (foramina) are polygons
+    cut through it. Rasterised with OpenCV in the grid's pixel frame, so any outline is cheap.
+    """
+    out = np.zeros(g.shape, F32)
+    poly = _chaikin(poly, 2)
+    pts = np.array(poly + [p for h in holes for p in h], dtype=np.float64)
+    sl = g.window(pts[:, 0].min() - 2, pts[:, 0].max() + 2, pts[:, 1].min() - 2,
+                  pts[:, 1].max() + 2)
+    if sl is None:
+        return out, out.copy()
+    inv = np.linalg.inv(g.affine[:, :2])
+    px_mm = float(math.sqrt(abs(np.linalg.det(g.affine[:, :2]))))
+
+    def to_px(points: list[tuple[float, float]]) -> np.ndarray:
+        q = (inv @ (np.array(points, dtype=np.float64).T - g.affine[:, 2:3])).T
+        q -= np.array([sl[1].start, sl[0].start])
+        return np.round(q * 4).astype(np.int32)   # 2 fractional bits: sub-pixel outlines
+
+    h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [to_px(poly)], 1, cv2.LINE_8, shift=2)
+    for hole in holes:
+        cv2.fillPoly(mask, [to_px(hole)], 0, cv2.LINE_8, shift=2)
+    d = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] * F32(px_mm)
+    r = F32(thick / 2.0)
+
+    def chord(depth_r: float, shrink: float) -> np.ndarray:
+        dd = np.clip(d - F32(shrink), 0.0, None)
+        x = np.clip(dd / F32(depth_r), 0.0, 1.0)
+        return F32(2.0 * depth_r) * np.sqrt(np.clip(x * (F32(2.0) - x), 0.0, 1.0))
+
+    outer = chord(float(r), 0.0)
+    inner = chord(max(float(r) - cortex, 0.3), cortex)
+    out[sl] = outer - np.minimum(inner, outer)
+    tr = np.zeros(g.shape, F32)
+    tr[sl] = np.minimum(inner, outer)
+    return out, tr
+
+
 def _hemipelvis(g: Grid, hip: HipShape, q: dict[str, float],
                 midline: float) -> tuple[np.ndarray, np.ndarray]:
-    """Acetabulum (cup with a dense roof), iliac wing, ischium, pubic rami and pubic body."""
+    """Acetabulum, ilium and iliac wing, ischium, pubis with the obturator foramen (hip frame).
+
+    Outlines follow an adult AP pelvis (hip frame: origin at the femoral-head centre, x medial,
+    y down, mm; `midline` = x of the symphysis): the iliac crest ≈ 150–185 mm above the head
+    centre and ≈ 85 mm lateral at the ASIS, the sacroiliac joint ≈ 45 mm lateral of the midline,
+    the obturator foramen an oval ≈ 45 × 30 mm tilted inferomedially, the ischial tuberosity
+    ≈ 85 mm below the head centre (cf. standard AP pelvis anatomy; Tannast et al., AJR 2007).
+    """
     rh, cp, js = hip.head_r, q["cortex_pelvis"], hip.joint_space
     m = midline
     cort: list[np.ndarray] = []
     trab: list[np.ndarray] = []
-
-    def shell(outer: np.ndarray, inner: np.ndarray) -> None:
-        c, t = hollow(outer, inner)
-        cort.append(c)
-        trab.append(t)
-
-    # Acetabular block around the head, open inferolaterally; the cavity is lined by the dense
-    # subchondral roof (sourcil), the bright arc over the head.
-    ac, aa, ab, ad, ang = (14.0, -17.0), rh + 8.0, rh + 3.0, rh + 6.0, -0.5
+    # Acetabulum: thick periacetabular bone around the socket, open inferolaterally (the notch
+    # and where the neck leaves); the socket is lined by the dense subchondral roof (sourcil).
+    ac, aa, ab, ad, ang = (9.0, -6.0), rh + 14.0, rh + 12.0, rh + 9.0, -0.4
     blk = ellipsoid(g, ac, aa, ab, ad, ang)
     blk_in = ellipsoid(g, ac, aa - cp, ab - cp, ad - cp, ang)
     cav = ellipsoid(g, (0.0, 0.0), rh + js, rh + js, rh + js)
     cav_l = ellipsoid(g, (0.0, 0.0), rh + js + 2.0 * cp, rh + js + 2.0 * cp, rh + js + 2 * cp)
+    # Open side: lateral-inferior of the line from the lateral rim to the inferior notch.
+    lx, ly = -math.sin(math.radians(33.0)) * (rh + js), -math.cos(math.radians(33.0)) * (rh + js)
+    nx, ny = 0.35 * rh, rh + js
+    ex, ey = nx - lx, ny - ly
+    side = ((g.x - F32(lx)) * F32(ey) - (g.y - F32(ly)) * F32(ex)) / F32(math.hypot(ex, ey))
+    keep = np.clip(F32(0.5) - side / F32(4.0), 0.0, 1.0)   # 1 medial/superior, 0 outside
     inside = np.clip(blk_in / F32(4.0), 0.0, 1.0)
-    cort.append(np.maximum(blk - blk_in, 0.0) + (cav_l - cav) * inside)
-    trab.append(np.maximum(blk_in - cav_l, 0.0))
-    # Iliac wing: a thin plate rising above the acetabulum (only its base is in a hip view).
-    shell(ellipsoid(g, (2.0, -90.0), 52.0, 64.0, 10.0, -0.3),
-          ellipsoid(g, (2.0, -90.0), 52.0 - cp, 64.0 - cp, 10.0 - cp, -0.3))
-    # Ischium (a thick column under the acetabulum) and the pubic bone: a plate pierced by the
-    # obturator foramen, whose rim is thickened cortex; the superior ramus runs to the symphysis.
-    shell(ellipsoid(g, (34.0, 46.0), 15.0, 36.0, 13.0, -0.25),
-          ellipsoid(g, (34.0, 46.0), 15.0 - cp, 36.0 - cp, 13.0 - cp, -0.25))
-    fc, fa, fb, fang = (0.52 * m + 14.0, 50.0), 0.26 * m + 6.0, 19.0, 0.35
-    plate = ellipsoid(g, (0.55 * m + 12.0, 46.0), 0.45 * m + 6.0, 38.0, 7.0, 0.25)
-    plate_in = ellipsoid(g, (0.55 * m + 12.0, 46.0), 0.45 * m + 6.0 - cp, 38.0 - cp, 7.0 - cp,
-                         0.25)
-    hole = np.clip(ellipsoid(g, fc, fa, fb, 1.0, fang) * F32(4.0), 0.0, 1.0)
-    rim = ellipsoid(g, fc, fa + 5.0, fb + 5.0, 3.0, fang) * (F32(1.0) - hole)
-    keep = F32(1.0) - hole
-    cort.append((plate - plate_in) * keep + rim)
-    trab.append(plate_in * keep)
-    shell(tube(g, (18.0, 2.0), (m - 16.0, 20.0), 11.0, 9.0),
-          tube(g, (18.0, 2.0), (m - 16.0, 20.0), 11.0 - cp, 9.0 - cp))
-    shell(ellipsoid(g, (m - 13.0, 32.0), 11.0, 24.0, 16.0, 0.1),
-          ellipsoid(g, (m - 13.0, 32.0), 11.0 - cp, 24.0 - cp, 16.0 - cp, 0.1))
+    cort.append((np.maximum(blk - blk_in, 0.0) + (cav_l - cav) * inside * F32(1.3)) * keep)
+    trab.append(np.maximum(blk_in - cav_l, 0.0) * keep)
+    # Teardrop (Köhler's): the U-shaped dense outline of the medial acetabular wall.
+    tc = (rh + js + 8.0, 6.0)
+    cort.append(np.maximum(ellipsoid(g, tc, 5.5, 15.0, 7.0, 0.1)
+                           - ellipsoid(g, tc, 3.8, 13.2, 7.0, 0.1), 0.0) * F32(0.8))
+    g = g.scaled_y(hip.pelvic_tilt)   # tilt: the rest of the hemipelvis, not the socket
+    # Ilium: body above the socket flaring into the wing, crest, SI joint medially.
+    ilium = [(lx - 2.0, ly + 2.0), (-rh - 4.0, -42.0), (-34.0, -66.0), (-58.0, -104.0),
+             (-80.0, -134.0), (-87.0, -150.0), (-74.0, -170.0), (-40.0, -184.0),
+             (0.0, -186.0), (m - 52.0, -168.0), (m - 42.0, -134.0), (m - 40.0, -100.0),
+             (34.0, -30.0), (rh + 12.0, -4.0), (4.0, -rh - 8.0)]
+    c, t = plate(g, ilium, 8.0, cp)            # the thin iliac fossa
+    cort.append(c)
+    trab.append(t)
+    # The thick column from the acetabular roof to the SI joint (sciatic buttress).
+    c, t = plate(g, [(lx - 2.0, ly + 2.0), (-rh - 4.0, -42.0), (-30.0, -64.0),
+                     (m - 50.0, -128.0), (m - 40.0, -100.0), (34.0, -30.0),
+                     (rh + 12.0, -4.0), (4.0, -rh - 8.0)], 20.0, cp)
+    cort.append(c)
+    trab.append(t)
+    # Iliac crest: a thick cortical rim.
+    crest = ilium[3:10]
+    for p0, p1 in itertools.pairwise(crest):
+        cort.append(tube(g, p0, p1, 4.5, 4.5, 0.9))
+    # Pubis + ischium: one ring around the obturator foramen, with the ischial tuberosity.
+    fc = (0.5 * (rh + m) - 4.0, 40.0)
+    fa, fb = min(26.0, 0.36 * (m - rh)), 19.0
+    hole = [(fc[0] + fa * math.cos(t_) * math.cos(-0.45) - fb * math.sin(t_) * math.sin(-0.45),
+             fc[1] + fa * math.cos(t_) * math.sin(-0.45) + fb * math.sin(t_) * math.cos(-0.45))
+            for t_ in np.linspace(0.0, 2.0 * math.pi, 24, endpoint=False)]
+    ring = [(rh - 4.0, -12.0), (44.0, -16.0), (m - 24.0, -8.0), (m - 3.0, 4.0), (m - 2.0, 46.0),
+            (m - 16.0, 60.0), (fc[0] + 6.0, 68.0), (fc[0] - 10.0, 80.0), (24.0, 92.0),
+            (6.0, 92.0), (-8.0, 78.0), (-11.0, 48.0), (-7.0, rh + 2.0)]
+    c, t = plate(g, ring, 13.0, cp, holes=[hole])
+    cort.append(c)
+    trab.append(t)
     # Pelvic brim (iliopectineal line): a thin ridge from the sacroiliac joint to the pubis.
-    cort.append(tube(g, (m - 50.0, -70.0), (32.0, -6.0), 3.0, 3.0)
-                + tube(g, (32.0, -6.0), (m - 18.0, 14.0), 3.0, 3.0))
+    cort.append(tube(g, (m - 40.0, -100.0), (34.0, -30.0), 2.5, 2.5)
+                + tube(g, (34.0, -30.0), (m - 10.0, -2.0), 2.5, 2.5))
     return np.maximum.reduce(cort), np.maximum.reduce(trab)
+
+
+def _vertebra(g: Grid, cx: float, cy: float, w: float, h: float, cortex: float,
+              cort: list[np.ndarray], trab: list[np.ndarray]) -> None:
+    """Lumbar vertebra, AP: body with endplates, pedicle rings, transverse and spinous processes."""
+    body = [(cx - w / 2, cy - h / 2 + 2), (cx - w / 2 + 3, cy - h / 2), (cx + w / 2 - 3, cy - h / 2),
+            (cx + w / 2, cy - h / 2 + 2), (cx + w / 2 - 2, cy + h / 2), (cx - w / 2 + 2, cy + h / 2)]
+    for poly, thick in ((body, 34.0),
+                        ([(cx - w / 2 - 28, cy - 6), (cx + w / 2 + 28, cy - 6),
+                          (cx + w / 2 + 28, cy + 2), (cx - w / 2 - 28, cy + 2)], 8.0),
+                        ([(cx - 4, cy - 8), (cx + 4, cy - 8), (cx + 3, cy + 12),
+                          (cx - 3, cy + 12)], 16.0)):
+        c, t = plate(g, poly, thick, cortex)
+        cort.append(c)
+        trab.append(t)
+    for s in (-1.0, 1.0):   # pedicles seen end-on: cortical rings
+        pc = (cx + s * 0.34 * w, cy - 0.12 * h)
+        cort.append(np.maximum(ellipsoid(g, pc, 5.0, 7.5, 6.0) - ellipsoid(g, pc, 3.2, 5.6, 6.0),
+                               0.0))
 
 
 def spine_paths(g: Grid, hip_y: float, midline_x: float,
                 cortex: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sacrum (with foramina) and the lowest lumbar vertebrae, for the pelvis view (image mm)."""
+    """Sacrum (with foramina and SI joints) and L4–L5, for the pelvis view (image mm)."""
     m, h = midline_x, hip_y
-    cort, trab = [], []
-    for outer, inner in (
-        (tube(g, (m, h - 125.0), (m, h - 25.0), 46.0, 12.0, 0.35),
-         tube(g, (m, h - 125.0), (m, h - 25.0), 46.0 - cortex, 12.0 - cortex, 0.3)),
-        (ellipsoid(g, (m, h - 152.0), 27.0, 14.0, 20.0),
-         ellipsoid(g, (m, h - 152.0), 27.0 - cortex, 14.0 - cortex, 20.0 - cortex)),
-        (ellipsoid(g, (m, h - 190.0), 26.0, 15.0, 20.0),
-         ellipsoid(g, (m, h - 190.0), 26.0 - cortex, 15.0 - cortex, 20.0 - cortex)),
-    ):
-        c, t = hollow(outer, inner)
-        cort.append(c)
-        trab.append(t)
-    holes = sum(ellipsoid(g, (m + s * 22.0, h - 112.0 + 20.0 * k), 4.5, 4.0, 8.0)
-                for k in range(4) for s in (-1.0, 1.0))
-    return np.maximum.reduce(cort), np.maximum(np.maximum.reduce(trab) - holes, 0.0)
+    cort: list[np.ndarray] = []
+    trab: list[np.ndarray] = []
+    sacrum = [(m - 58.0, h - 150.0), (m + 58.0, h - 150.0), (m + 50.0, h - 100.0),
+              (m + 24.0, h - 55.0), (m + 9.0, h - 22.0), (m - 9.0, h - 22.0),
+              (m - 24.0, h - 55.0), (m - 50.0, h - 100.0)]
+    foramina = [[(m + s * 22.0 + 4.5 * math.cos(t), h - 132.0 + 19.0 * k + 4.0 * math.sin(t))
+                 for t in np.linspace(0, 2 * math.pi, 10, endpoint=False)]
+                for k in range(4) for s in (-1.0, 1.0)]
+    c, t = plate(g, sacrum, 24.0, cortex, holes=foramina)
+    cort.append(c)
+    trab.append(t)
+    _vertebra(g, m, h - 170.0, 50.0, 27.0, cortex, cort, trab)
+    _vertebra(g, m, h - 207.0, 48.0, 28.0, cortex, cort, trab)
+    return np.maximum.reduce(cort), np.maximum.reduce(trab)

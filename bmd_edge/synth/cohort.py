@@ -27,6 +27,20 @@ True FN BMD (g/cm², GE Lunar scale) = sex mean at 75 y, BMI 27
     ≈ 60–80 % heritable, so a linear model on metadata reaches R² ≈ 0.3–0.45 only.
 Women at 70–80 then average ≈ 0.815 g/cm² and men ≈ 0.93 (SD ≈ 0.12–0.13; Lunar FN references for
 these ages give ≈ 0.78–0.88 and 0.88–0.98).
+Information split (what the image can show vs what the fields add). True FN BMD is split into a
+radiograph-visible part, from which the image is rendered (cortex thickness, trabecular volume
+fraction and Singh grade all follow it), and a sub-resolution part `micro` the image does not
+show: trabecular thinning/perforation and tissue mineralisation below the 0.15–0.9 mm pixels of a
+hip radiograph, which auto-ranging and unknown soft tissue/kVp hide from the grey levels. Its SD
+(0.038 g/cm², ≈ 4.5 %) is sized so that an oracle that knows every image latent explains R² ≈ 0.87
+of the label — the best published radiograph-only model reaches R² 0.84 (5,164 hips), so the
+information allows that but not the 0.99 of a world where the image encodes BMD exactly. Its mean
+depends on the fields the way microarchitecture does: −0.0015 g/cm² per year of age (age-related
+trabecular thinning and cortical porosity beyond areal loss; Khosla et al., JBMR 2006; Burghardt
+et al., JBMR 2010 HR-pQCT), −0.010 in women (trabecular perforation vs thinning in men; Khosla
+2006), −0.015 in current and −0.005 in former smokers (lower trabecular vBMD and cortical
+thickness in smokers, Lorentzon et al., JBMR 2007). That is the clinical fields' own, physically
+motivated contribution beyond the image (the late-fusion headroom in benchmarks/cohort.md).
 The measured label is what a DXA scanner reports: true × (1 + N(0, 1.5 %)) — FN precision
 (CV ≈ 1–2.5 %, ISCD 2019 official positions). `oracle.csv` keeps the true value.
 """
@@ -58,6 +72,12 @@ class BmdModel:
     individual_sd: float = 0.115   # unexplained by metadata: genetics, peak bone mass, history
     label_cv: float = 0.015        # DXA precision (coefficient of variation) of the label
     contralateral_sd: float = 0.03 # left vs right FN BMD differ a little (pelvis view)
+    # The part of FN BMD a radiograph cannot show (see "information split" in the docstring).
+    micro_sd: float = 0.038        # g/cm², unexplained by fields: ≈ 4.5 % of FN BMD
+    micro_age: float = -0.0015     # per year around 75 (sub-resolution trabecular thinning)
+    micro_female: float = -0.010   # women lose trabecular number (perforation), men thin
+    micro_current: float = -0.015  # current smokers: lower trabecular/cortical vBMD
+    micro_former: float = -0.005
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,9 @@ class Subject:
     fn_bmd: float                  # g/cm²: the DXA-like measured label (3 decimals)
     label_noise: float             # fn_bmd − true_bmd
     individual: float              # the individual component (g/cm²), for the oracle
+    micro: float = 0.0             # g/cm² of true BMD the radiograph cannot show
+    visible_bmd: float = 0.0       # true_bmd − micro: what the image is rendered from
+    other_visible_bmd: float = 0.0 # the same for the contralateral hip
 
 
 def _smooth_min(x: float, cap: float, k: float = 1.5) -> float:
@@ -102,6 +125,13 @@ def expected_bmd(model: BmdModel, *, sex: str, age: float, bmi: float, smoking: 
     # (Berg et al. Am J Med 2008): +0.01 up to 14 units/week, falling beyond 21.
     bmd += 0.01 * min(alcohol, 14.0) / 14.0 - 0.002 * max(alcohol - 21.0, 0.0)
     return bmd
+
+
+def micro_component(model: BmdModel, *, sex: str, age: float, smoking: str) -> float:
+    """Expected sub-resolution part of FN BMD given the fields (0 at 75 y, male, never smoker)."""
+    out = model.micro_age * (age - 75.0) + (model.micro_female if sex == "F" else 0.0)
+    return out + {"never": 0.0, "former": model.micro_former,
+                  "current": model.micro_current}[smoking]
 
 
 def sample_subject(rng: np.random.Generator, index: int,
@@ -139,7 +169,10 @@ def sample_subject(rng: np.random.Generator, index: int,
     other_bmd = float(np.clip(true_bmd + rng.normal(0.0, model.contralateral_sd), 0.35, 1.45))
     label = round(true_bmd * (1.0 + rng.normal(0.0, model.label_cv)), 3)
     side = "left" if rng.random() < 0.5 else "right"
-    return Subject(index=index, age_xray=age_xray, age_bmd=age_bmd, sex=sex, height_cm=height,
+    micro = micro_component(model, sex=sex, age=age_bmd, smoking=smoking) \
+        + float(rng.normal(0.0, model.micro_sd))
+    return Subject(micro=micro, visible_bmd=true_bmd - micro, other_visible_bmd=other_bmd - micro,
+                   index=index, age_xray=age_xray, age_bmd=age_bmd, sex=sex, height_cm=height,
                    weight_kg=weight, bmi=bmi, alcohol_units_week=alcohol,
                    activity_score=activity, diet_score=diet, smoking=smoking, side=side,
                    true_bmd=true_bmd, other_bmd=other_bmd, fn_bmd=label,

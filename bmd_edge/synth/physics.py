@@ -88,6 +88,7 @@ class Acquisition:
     lut_gamma: float             # display gamma after the S-curve
     display_black: float         # grey level the low end of the window is shown at
     display_white: float         # grey level the high end is shown at (headroom for edges/metal)
+    mid_grey: float              # grey level of the anatomy's median (mostly soft tissue)
     collimation: tuple[float, float, float, float]  # shuttered fraction: left, top, right, bottom
     shutter_white: bool          # unexposed border left white (True) or blacked out
     marker_corner: int           # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
@@ -132,11 +133,12 @@ def sample_acquisition(rng: np.random.Generator, *, view: str) -> Acquisition:
         window_hi_pct=float(rng.uniform(99.0, 99.9)),
         edge_gains=(float(rng.uniform(1.0, 2.2)), float(rng.uniform(1.0, 1.8)),
                     float(rng.uniform(0.9, 1.3))),
-        drc=float(rng.uniform(0.2, 0.6)),
+        drc=float(rng.uniform(0.5, 0.85)),
         lut_slope=float(rng.uniform(2.0, 4.0)),
         lut_gamma=float(np.exp(rng.uniform(math.log(0.85), math.log(1.2)))),
         display_black=float(rng.uniform(0.0, 0.08)),
         display_white=float(rng.uniform(0.82, 0.95)),
+        mid_grey=float(rng.uniform(0.3, 0.45)),
         collimation=coll,  # type: ignore[arg-type]
         shutter_white=bool(rng.random() < 0.6),
         marker_corner=int(rng.integers(0, 4)),
@@ -147,8 +149,8 @@ REFERENCE = Acquisition(kvp=75.0, filtration_mm_al=3.0, quanta_mm2=2.25e5, grid=
                         spr_20cm=0.5, scatter_sigma_mm=60.0, detector="DR", native_px_mm=0.148,
                         electronic_noise=3.0, blur_mm=0.2, heel_angle_deg=90.0,
                         heel_strength=0.15, window_lo_pct=1.0, window_hi_pct=99.5,
-                        edge_gains=(1.5, 1.3, 1.0), drc=0.4, lut_slope=4.5, lut_gamma=1.0,
-                        display_black=0.04, display_white=0.9,
+                        edge_gains=(1.5, 1.3, 1.0), drc=0.7, lut_slope=4.5, lut_gamma=1.0,
+                        display_black=0.04, display_white=0.9, mid_grey=0.38,
                         collimation=(0.0, 0.0, 0.0, 0.0), shutter_white=True, marker_corner=0)
 """A fixed, typical DR acquisition with a grid: for tests and figures that hold physics still."""
 
@@ -182,7 +184,7 @@ def _letter_mask(shape: tuple[int, int], letter: str, corner: int) -> np.ndarray
     h, w = shape
     n = min(h, w)
     scale = max(n / 256.0 * 0.9, 0.3)
-    thick = max(int(round(n / 128.0)), 1)
+    thick = max(round(n / 128.0), 1)
     (tw, th), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     m = max(n // 16, 2)
     x = m if corner in (0, 2) else w - m - tw
@@ -243,7 +245,7 @@ def detected_quanta(maps: MaterialMaps, acq: Acquisition, rng: np.random.Generat
     scatter = _wide_blur(primary * spr, acq.scatter_sigma_mm / px)
     signal = primary + scatter
     # Collimated border: no primary, little scatter.
-    left, top, right, bottom = (int(round(f * n)) for f, n in
+    left, top, right, bottom = (round(f * n) for f, n in
                                 zip(acq.collimation, (w, h, w, h)))
     shut = np.zeros((h, w), bool)
     shut[:, :left] = True
@@ -279,22 +281,37 @@ def process(quanta: np.ndarray, shut: np.ndarray, acq: Acquisition, px_mm: float
     anat = vals[vals > lo_air + 0.25 * (np.percentile(vals, 50) - lo_air)]
     if anat.size < 0.05 * vals.size:
         anat = vals
-    lo = float(np.percentile(anat, acq.window_lo_pct))
-    hi = float(np.percentile(anat, acq.window_hi_pct))
+    lo = float(np.percentile(anat, 1.0))
+    hi = float(np.percentile(anat, 99.5))
     v = (s - F32(lo)) / F32(max(hi - lo, 1e-3))
     # Multi-frequency processing on the normalised log image (σ in mm → pixels): three detail
-    # bands amplified by their gains, the coarse background pulled towards its median (DRC).
+    # bands amplified by their gains, the coarse background (body thickness) pulled towards its
+    # median (dynamic range compression), as vendors do before windowing.
     g1 = _blur(v, 0.6 / px_mm)
     g2 = _blur(v, 2.5 / px_mm)
-    g3 = _wide_blur(v, 40.0 / px_mm)
+    g3 = _wide_blur(v, 25.0 / px_mm)
     gf, gm, gc = acq.edge_gains
     ref = float(np.median(g3[body] if body.any() else g3))
     out = (F32(gf) * (v - g1) + F32(gm) * (g1 - g2) + F32(gc) * (g2 - g3)
            + g3 - F32(acq.drc) * (g3 - F32(ref)))
-    # Display LUT: a gentle S-curve through the window, gamma, then the display range.
+    # Auto-ranging of the processed image on the anatomy (the window a PACS stores).
+    anat_mask = body & (s > F32(lo_air + 0.25 * (float(np.percentile(vals, 50)) - lo_air)))
+    pv = out[anat_mask] if anat_mask.sum() > 0.05 * out.size else out[body] if body.any() \
+        else out.ravel()
+    # Anchor the anatomy's median (mostly soft tissue) at the display's mid-grey and its
+    # densest percentile (bone) near white: soft tissue grey, bone bright, air dark.
+    lo2, med, hi2 = np.percentile(pv, [acq.window_lo_pct, 50.0, acq.window_hi_pct])
+    # Piecewise-linear tone curve through three anchors (vendor LUTs are nonlinear too).
+    up = (acq.display_white - acq.mid_grey) / max(float(hi2 - med), 1e-3)
+    down = (acq.mid_grey - acq.display_black) / max(float(med - lo2), 1e-3)
+    d = out - F32(med)
+    out = F32(acq.mid_grey) + np.where(d > 0, d * F32(up), d * F32(down))
+    # Display LUT: a gentle S-curve (toe and shoulder) through [black, white], then gamma.
     k = acq.lut_slope
+    x = np.clip((out - F32(acq.display_black))
+                / F32(acq.display_white - acq.display_black), -0.5, 1.5)
     lo_l = 1.0 / (1.0 + math.exp(k * 0.5))
-    z = F32(1.0) / (F32(1.0) + np.exp(F32(-k) * (out - F32(0.5))))
+    z = F32(1.0) / (F32(1.0) + np.exp(F32(-k) * (x - F32(0.5))))
     curve = np.clip((z - F32(lo_l)) / F32(1.0 - 2.0 * lo_l), 0.0, None) ** F32(acq.lut_gamma)
     lut = np.clip(F32(acq.display_black)
                   + F32(acq.display_white - acq.display_black) * curve, 0.0, 1.0)
