@@ -103,8 +103,15 @@ def test_torchrun_two_ranks_equal_one_process(cohort: Path, tmp_path: Path) -> N
 
     a, b = _weights(ddp_out / "best.pt"), _weights(one_out / "best.pt")
     assert a.keys() == b.keys()
-    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
-    assert worst < 1e-5, f"2-process weights differ from 1-process by {worst}"
+    diffs = torch.cat([(a[k].double() - b[k].double()).abs().ravel() for k in a
+                       if a[k].is_floating_point()])
+    worst = float(diffs.max())
+    # Adam's first step is lr·g/(|g|+eps): a weight whose gradient is ~eps turns the float32
+    # reduction-order difference between allreduce and one process into a visible step difference
+    # (seen at 3e-5 with lr 1e-3 on synth v2 images). Unsynchronised ranks would move most weights
+    # differently; here almost all agree to 1e-6 and none differs by a tenth of a step.
+    assert float((diffs > 1e-6).double().mean()) < 1e-3, f"{int((diffs > 1e-6).sum())} weights differ"
+    assert worst < 1e-4, f"2-process weights differ from 1-process by {worst}"
     # the step did move the weights (else the equality above would prove nothing)
     resumed = torch.load(ddp_out / "last.pt", map_location="cpu", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["optimizer"]["state"]

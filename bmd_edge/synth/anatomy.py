@@ -249,7 +249,7 @@ def hip_landmarks(hip: HipShape) -> dict[str, object]:
     """
     ax = neck_axes(hip)
     en, P = ax["en"], ax["P"]
-    s = hip.head_r * 0.95 + 4.0 + 0.5 * FN_ROI_MM * 0.5
+    s = hip.head_r + 7.0 + 0.25 * FN_ROI_MM
     return {"head": (0.0, 0.0), "head_r": hip.head_r, "neck_base": P, "neck_dir": en,
             "roi_centre": (-s * en[0], -s * en[1]), "roi_len": FN_ROI_MM,
             "roi_width": 2.0 * hip.neck_r + 10.0}
@@ -296,20 +296,20 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
         return (-s * en[0], -s * en[1])
 
     # Femur: head, two-piece neck (waist), trochanteric body, greater/lesser trochanter, shaft.
-    waist = along_neck(rh * 0.95 + 4.0)
+    waist = along_neck(rh + 7.0)
     base = along_neck(neck_len - 6.0)
     # The cavity sits off-centre towards the superior side (positive tube offset along base→head
     # reversed): inferior cortex c_n, superior c_n / 2.
     d_n, c_avg = 0.25 * c_n, 0.75 * c_n
     r_s, gt, lt = hip.shaft_r, hip.gt_size, hip.lt_size
     ang_s = math.atan2(ns[1], ns[0])
-    meta0, meta1 = at(-5.0, -8.0), at(0.0, 48.0)          # metaphyseal flare along the shaft
-    gt_c, gt_a, gt_b = at(-14.0, -13.0), 11.0 * gt, 17.0 * gt
+    meta0, meta1 = at(-8.0, -4.0), at(0.0, 48.0)          # metaphyseal flare along the shaft
+    gt_c, gt_a, gt_b = at(-15.0, -11.0), 11.0 * gt, 16.0 * gt
     outer = [
         ellipsoid(g, (0.0, 0.0), rh, rh, rh),
         tube(g, (0.0, 0.0), waist, 0.80 * rh, hip.neck_r, 0.85),
         tube(g, waist, base, hip.neck_r, 1.45 * hip.neck_r, 0.85),
-        tube(g, meta0, meta1, 1.75 * r_s, r_s, 0.85),
+        tube(g, meta0, meta1, 1.45 * r_s, r_s, 0.85),
         ellipsoid(g, gt_c, gt_a, gt_b, 16.0, ang_s - 0.2),
         ellipsoid(g, at(r_s + 1.0, 30.0), 6.0 * lt, 9.0 * lt, 7.0, ang_s + 0.5),
         tube(g, meta1, at(0.0, 400.0), r_s, 0.92 * r_s),
@@ -319,7 +319,7 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
         tube(g, (0.0, 0.0), waist, 0.80 * rh - c_avg, hip.neck_r - c_avg, 0.82, offset=d_n),
         tube(g, waist, base, hip.neck_r - c_avg, 1.45 * hip.neck_r - c_avg, 0.82,
              offset=d_n),
-        tube(g, meta0, meta1, 1.75 * r_s - c_n, r_s - c_s, 0.85 * (1.0 - c_n / r_s)),
+        tube(g, meta0, meta1, 1.45 * r_s - c_n, r_s - c_s, 0.85 * (1.0 - c_n / r_s)),
         ellipsoid(g, gt_c, gt_a - 1.2, gt_b - 1.2, 14.8, ang_s - 0.2),
         np.zeros(g.shape, F32),
         tube(g, meta1, at(0.0, 400.0), r_s - c_s, 0.92 * r_s - c_s),
@@ -356,7 +356,7 @@ def hip_paths(g: Grid, hip: HipShape, midline: float) -> HipPaths:
     theta_t = np.arctan2(y - F32(uy), x - F32(ux)) + F32(math.pi / 2)
     w_t = np.exp(-((rr - F32(rad)) / F32(9.0)) ** 2) * F32(q["tensile"])
     head = np.clip(outer[0] / F32(6.0), 0.0, 1.0)
-    density = F32(0.45) + F32(0.55) * np.clip(w_c + w_t + F32(0.3) * head, 0.0, 1.0)
+    density = F32(0.6) + F32(0.4) * np.clip(w_c + w_t + F32(0.3) * head, 0.0, 1.0)
     femur_mask = f_out > 0
 
     p_cort, p_trab = _hemipelvis(g, hip, q, midline)
@@ -446,22 +446,30 @@ def _hemipelvis(g: Grid, hip: HipShape, q: dict[str, float],
     m = midline
     cort: list[np.ndarray] = []
     trab: list[np.ndarray] = []
-    # Acetabulum: thick periacetabular bone around the socket, open inferolaterally (the notch
-    # and where the neck leaves); the socket is lined by the dense subchondral roof (sourcil).
-    ac, aa, ab, ad, ang = (9.0, -6.0), rh + 14.0, rh + 12.0, rh + 9.0, -0.4
-    blk = ellipsoid(g, ac, aa, ab, ad, ang)
-    blk_in = ellipsoid(g, ac, aa - cp, ab - cp, ad - cp, ang)
-    cav = ellipsoid(g, (0.0, 0.0), rh + js, rh + js, rh + js)
-    cav_l = ellipsoid(g, (0.0, 0.0), rh + js + 2.0 * cp, rh + js + 2.0 * cp, rh + js + 2 * cp)
-    # Open side: lateral-inferior of the line from the lateral rim to the inferior notch.
+    # Acetabulum: a hemispherical socket whose anterior and posterior walls overlap the head
+    # in an AP projection; open inferolaterally (the notch, and where the neck leaves). The
+    # socket is lined by dense subchondral bone, brightest along the weight-bearing roof
+    # (sourcil). The bone around it is the periacetabular plate below.
     lx, ly = -math.sin(math.radians(33.0)) * (rh + js), -math.cos(math.radians(33.0)) * (rh + js)
     nx, ny = 0.35 * rh, rh + js
     ex, ey = nx - lx, ny - ly
     side = ((g.x - F32(lx)) * F32(ey) - (g.y - F32(ly)) * F32(ex)) / F32(math.hypot(ex, ey))
-    keep = np.clip(F32(0.5) - side / F32(4.0), 0.0, 1.0)   # 1 medial/superior, 0 outside
-    inside = np.clip(blk_in / F32(4.0), 0.0, 1.0)
-    cort.append((np.maximum(blk - blk_in, 0.0) + (cav_l - cav) * inside * F32(1.3)) * keep)
-    trab.append(np.maximum(blk_in - cav_l, 0.0) * keep)
+    keep = np.clip(F32(0.5) + side / F32(3.0), 0.0, 1.0)   # 1 medial/superior, 0 outside
+    r_in, r_out = rh + js, rh + js + 6.0
+    cup = np.maximum(ellipsoid(g, (0.0, 0.0), r_out, r_out, r_out)
+                     - ellipsoid(g, (0.0, 0.0), r_in, r_in, r_in), 0.0)
+    lining = np.maximum(ellipsoid(g, (0.0, 0.0), r_in + cp, r_in + cp, r_in + cp)
+                        - ellipsoid(g, (0.0, 0.0), r_in, r_in, r_in), 0.0)
+    roof = np.clip(-(g.y + F32(0.3 * rh)) / F32(0.4 * rh), 0.0, 1.0)   # the upper part
+    cort.append((lining * (F32(0.6) + F32(0.8) * roof) + cup * F32(0.12)) * keep)
+    trab.append(cup * F32(0.5) * keep)
+    # Periacetabular plate: the ilium body above and medial to the socket down to the teardrop
+    # and the notch, so the head sits inside bone except inferolaterally.
+    c, t = plate(g, [(lx - 4.0, ly + 4.0), (-rh - 6.0, -44.0), (-30.0, -64.0),
+                     (m - 50.0, -128.0), (m - 40.0, -100.0), (36.0, -30.0), (rh + 17.0, -2.0),
+                     (rh + 13.0, 20.0), (nx + 4.0, ny + 3.0)], 16.0, cp)
+    cort.append(c * keep)
+    trab.append(t * keep)
     # Teardrop (Köhler's): the U-shaped dense outline of the medial acetabular wall.
     tc = (rh + js + 8.0, 6.0)
     cort.append(np.maximum(ellipsoid(g, tc, 5.5, 15.0, 7.0, 0.1)
@@ -473,12 +481,6 @@ def _hemipelvis(g: Grid, hip: HipShape, q: dict[str, float],
              (0.0, -186.0), (m - 52.0, -168.0), (m - 42.0, -134.0), (m - 40.0, -100.0),
              (34.0, -30.0), (rh + 12.0, -4.0), (4.0, -rh - 8.0)]
     c, t = plate(g, ilium, 8.0, cp)            # the thin iliac fossa
-    cort.append(c)
-    trab.append(t)
-    # The thick column from the acetabular roof to the SI joint (sciatic buttress).
-    c, t = plate(g, [(lx - 2.0, ly + 2.0), (-rh - 4.0, -42.0), (-30.0, -64.0),
-                     (m - 50.0, -128.0), (m - 40.0, -100.0), (34.0, -30.0),
-                     (rh + 12.0, -4.0), (4.0, -rh - 8.0)], 20.0, cp)
     cort.append(c)
     trab.append(t)
     # Iliac crest: a thick cortical rim.
@@ -528,15 +530,15 @@ def spine_paths(g: Grid, hip_y: float, midline_x: float,
     m, h = midline_x, hip_y
     cort: list[np.ndarray] = []
     trab: list[np.ndarray] = []
-    sacrum = [(m - 58.0, h - 150.0), (m + 58.0, h - 150.0), (m + 50.0, h - 100.0),
-              (m + 24.0, h - 55.0), (m + 9.0, h - 22.0), (m - 9.0, h - 22.0),
-              (m - 24.0, h - 55.0), (m - 50.0, h - 100.0)]
-    foramina = [[(m + s * 22.0 + 4.5 * math.cos(t), h - 132.0 + 19.0 * k + 4.0 * math.sin(t))
+    sacrum = [(m - 55.0, h - 162.0), (m + 55.0, h - 162.0), (m + 48.0, h - 118.0),
+              (m + 20.0, h - 75.0), (m + 7.0, h - 45.0), (m - 7.0, h - 45.0),
+              (m - 20.0, h - 75.0), (m - 48.0, h - 118.0)]
+    foramina = [[(m + s * 20.0 + 4.0 * math.cos(t), h - 145.0 + 17.0 * k + 3.5 * math.sin(t))
                  for t in np.linspace(0, 2 * math.pi, 10, endpoint=False)]
                 for k in range(4) for s in (-1.0, 1.0)]
     c, t = plate(g, sacrum, 24.0, cortex, holes=foramina)
     cort.append(c)
     trab.append(t)
-    _vertebra(g, m, h - 170.0, 50.0, 27.0, cortex, cort, trab)
-    _vertebra(g, m, h - 207.0, 48.0, 28.0, cortex, cort, trab)
+    _vertebra(g, m, h - 182.0, 50.0, 27.0, cortex, cort, trab)
+    _vertebra(g, m, h - 219.0, 48.0, 28.0, cortex, cort, trab)
     return np.maximum.reduce(cort), np.maximum.reduce(trab)

@@ -32,7 +32,7 @@ radiograph-visible part, from which the image is rendered (cortex thickness, tra
 fraction and Singh grade all follow it), and a sub-resolution part `micro` the image does not
 show: trabecular thinning/perforation and tissue mineralisation below the 0.15–0.9 mm pixels of a
 hip radiograph, which auto-ranging and unknown soft tissue/kVp hide from the grey levels. Its SD
-(0.038 g/cm², ≈ 4.5 %) is sized so that an oracle that knows every image latent explains R² ≈ 0.87
+(0.045 g/cm², ≈ 5 %) is sized so that an oracle that knows every image latent explains R² ≈ 0.89
 of the label — the best published radiograph-only model reaches R² 0.84 (5,164 hips), so the
 information allows that but not the 0.99 of a world where the image encodes BMD exactly. Its mean
 depends on the fields the way microarchitecture does: −0.0015 g/cm² per year of age (age-related
@@ -73,7 +73,7 @@ class BmdModel:
     label_cv: float = 0.015        # DXA precision (coefficient of variation) of the label
     contralateral_sd: float = 0.03 # left vs right FN BMD differ a little (pelvis view)
     # The part of FN BMD a radiograph cannot show (see "information split" in the docstring).
-    micro_sd: float = 0.038        # g/cm², unexplained by fields: ≈ 4.5 % of FN BMD
+    micro_sd: float = 0.045        # g/cm², unexplained by fields: ≈ 5 % of FN BMD
     micro_age: float = -0.0015     # per year around 75 (sub-resolution trabecular thinning)
     micro_female: float = -0.010   # women lose trabecular number (perforation), men thin
     micro_current: float = -0.015  # current smokers: lower trabecular/cortical vBMD

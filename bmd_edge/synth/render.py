@@ -231,7 +231,7 @@ def _soft_tissue(g: Grid, body: Body, mid: float,
     tissue = np.maximum(w * trunk, thigh)
     gas = np.zeros(g.shape, F32)
     for gx, gy, r in body.gas:
-        gas += ellipsoid(g, (mid + gx, gy), r, 0.8 * r, 0.9 * r)
+        gas += ellipsoid(g, (mid + gx, gy), r, 0.8 * r, 0.45 * r)
     return tissue, np.minimum(gas, F32(0.5) * tissue)
 
 
@@ -343,7 +343,7 @@ def hip_maps(hips: tuple[HipShape, HipShape], body: Body, pose: Pose, *, size: i
                        + wt * _blend([f[b] for f in fields], tt[b]) + w_iso * iso[b])
                       / np.sqrt(wc**2 + wt**2 + w_iso**2))
         cort += p.cortical
-        trab += p.trabecular * np.clip(F32(1.0) + F32(0.4) * tex, 0.0, 3.0)
+        trab += p.trabecular * np.clip(F32(1.0) + F32(0.3) * tex, 0.0, 3.0)
         if metal.kind != "none" and metal.side == side:
             metal_mm += _metal_paths(gl, hip, metal)
         lay.labels.append(_label(lay, hip, side, to_image))
