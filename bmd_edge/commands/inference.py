@@ -91,6 +91,10 @@ def predict(
                                              "(with a warning).")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Batch mode: results CSV.")] = None,
     strict: Annotated[bool, typer.Option(help="Batch mode: exit 1 if any image failed.")] = False,
+    dicom_out: Annotated[Optional[Path], typer.Option(
+        "--dicom-out", help="DICOM source: also write a Structured Report and a Secondary "
+                            "Capture of the report into this folder (the source's study).")
+    ] = None,
 ) -> None:
     """Estimate femoral-neck BMD from a hip radiograph plus age and sex (and optional facts).
 
@@ -116,6 +120,14 @@ def predict(
             raise InputError(f"--out is for batch mode; {image.name} is a single image")
         if batch and report is not None:
             raise InputError("--report draws one person's result; it is not available in batch mode")
+        if batch and dicom_out is not None:
+            raise InputError("--dicom-out writes one image's results; for many images run "
+                             "`bmd-edge serve` or call bmd_edge.dicom_out.write_results")
+        source_header = None
+        if dicom_out is not None:
+            from bmd_edge.dicom_out import read_source
+
+            source_header = read_source(image)
         from bmd_edge.runtime.output_files import check_output_path
 
         # Before any work: an output must never replace an input (the manifest, the radiograph).
@@ -144,6 +156,15 @@ def predict(
                              patient_ids=result.patient_ids if include_ids else None)
             except OSError as err:
                 raise InputError(f"cannot write --report {report}: "
+                                 f"{err.strerror or err}") from None
+        if dicom_out is not None:
+            from bmd_edge.dicom_out import write_results
+
+            try:
+                write_results(result, source_header, dicom_out, model_input=prepared.image,
+                              references=predictor.references)
+            except OSError as err:
+                raise InputError(f"cannot write --dicom-out {dicom_out}: "
                                  f"{err.strerror or err}") from None
         if json_out:
             typer.echo(json.dumps(result.to_dict(include_ids=include_ids), ensure_ascii=False))
