@@ -103,6 +103,49 @@ def information_split(man: list[dict[str, str]], orc: list[dict[str, str]],
     return out
 
 
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realworld"
+REAL_ADULT = ["hip/normal-hip.jpg", "hip/normal-pelvis-ap.jpg", "hip/hip-fai-cam-morphology.jpg",
+              "hip/hip-femoral-neck-stress-fracture.jpg", "hip_extra/hip_fracdiag_01.jpg",
+              "hip_extra/hip_fracdiag_02.jpg", "hip_extra/pelvis_fracdiag_01.jpg",
+              "hip_extra/pelvis_fracdiag_02.jpg"]
+
+
+def simple_stats(px: np.ndarray) -> dict[str, float]:
+    """Display statistics of one image (0–1), after resizing the long side to 256 px."""
+    h, w = px.shape
+    s = 256 / max(h, w)
+    img = cv2.resize(px.astype(np.float32), (max(round(w * s), 1), max(round(h * s), 1)),
+                     interpolation=cv2.INTER_AREA)
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    hp = cv2.filter2D(img, -1, k)
+    gx, gy = cv2.Sobel(img, cv2.CV_32F, 1, 0), cv2.Sobel(img, cv2.CV_32F, 0, 1)
+    q = np.percentile(img, [5, 25, 50, 75, 95])
+    return {"p5": q[0], "median": q[2], "IQR": q[3] - q[1], "p95": q[4],
+            "white ≥ 0.98": float((img >= 0.98).mean()), "black ≤ 0.02": float((img <= 0.02).mean()),
+            "high-pass SD": float(1.4826 * np.median(np.abs(hp - np.median(hp))) / 6.0),
+            "mean |gradient|": float(np.hypot(gx, gy).mean())}
+
+
+def stats_table(synthetic: list[np.ndarray]) -> list[str]:
+    """Mean (SD) of each statistic over the real adult hips/pelvises and the synthetic images."""
+    from bmd_edge.image_io import read_image
+
+    real = [read_image(REAL / n).pixels for n in REAL_ADULT if (REAL / n).exists()]
+    if not real:
+        return ["(../shared/realworld not found: no comparison)", ""]
+    rs, ss = [simple_stats(p) for p in real], [simple_stats(p) for p in synthetic]
+    lines = [f"| statistic | real adult hips/pelvises (n = {len(rs)}) | synthetic (n = {len(ss)}) |",
+             "|---|---|---|"]
+    for key in rs[0]:
+        r = np.array([d[key] for d in rs])
+        q = np.array([d[key] for d in ss])
+        lines.append(f"| {key} | {r.mean():.4f} ({r.std():.4f}) | {q.mean():.4f} ({q.std():.4f}) |")
+    return lines + ["", "Statistics after resizing the long side to 256 px, grey levels as "
+                    "stored. The real files are web JPEGs (8-bit, compressed, often cropped or "
+                    "annotated), so noise and saturation there include compression and burned-in "
+                    "text; they are indicative only (8 films).", ""]
+
+
 def draw_landmarks(ax, img: np.ndarray, m: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     """Head circle (red), neck axis (green) and FN box (cyan) of every hip in the image."""
     ax.imshow(img, cmap="gray", vmin=0, vmax=65535)
@@ -246,6 +289,13 @@ def main() -> None:
     print("\n".join(lines))
 
     pman, _ = load(args.pelvis)
+    synthetic = [cv2.imread(str(args.cohort / r["image"]), cv2.IMREAD_UNCHANGED) / 65535.0
+                 for r in man[:16]] + \
+                [cv2.imread(str(args.pelvis / r["image"]), cv2.IMREAD_UNCHANGED) / 65535.0
+                 for r in pman[:16]]
+    lines += ["## Image statistics: synthetic vs real (display level)", "",
+              *stats_table(synthetic)]
+    (RESULTS / "cohort.md").write_text("\n".join(lines))
     fig, axes = plt.subplots(4, 4, figsize=(10, 10.6))
     for ax, (root, r) in zip(axes.ravel(), [(args.cohort, r) for r in man[:8]]
                              + [(args.pelvis, r) for r in pman[:8]]):

@@ -23,7 +23,8 @@ The chain, per pixel, in the order a real acquisition applies it:
    0.6 DR / 0.3 CR at low frequency). Quantum noise is drawn at the detector's native pitch and
    averaged down to the output pitch, so a 256-px image is as (little) noisy as a real one
    resized to 256 px; electronic noise is additive (DR lower than CR).
-6. **Detector blur.** Gaussian, σ ≈ 0.1 mm (CsI DR) to 0.2 mm (CR phosphor/laser) + focal spot.
+6. **Blur.** Gaussian, σ ≈ 0.1 mm (CsI DR) to 0.2 mm (CR phosphor/laser) + 0.3–0.8 mm for
+   focal spot, patient motion and the rounded outlines of real bone.
 7. **Clinical processing** (what a vendor's "for presentation" image is): log, histogram-based
    auto-ranging on the anatomy (direct exposure and collimated border excluded), multi-frequency
    edge enhancement/dynamic range compression (a 3-band Laplacian decomposition with per-band
@@ -113,7 +114,7 @@ def sample_acquisition(rng: np.random.Generator, *, view: str) -> Acquisition:
     spr = float(rng.uniform(0.35, 0.8) if grid else rng.uniform(2.5, 4.5))
     quanta = (2.5e5 * (2.5 if dr else 5.0) * (0.6 if dr else 0.3)
               * float(np.exp(rng.normal(0.0, 0.35))))
-    coll = tuple(float(rng.uniform(0.0, 0.07)) if rng.random() < 0.4 else 0.0 for _ in range(4))
+    coll = tuple(float(rng.uniform(0.0, 0.06)) if rng.random() < 0.25 else 0.0 for _ in range(4))
     heel = float(rng.choice([90.0, -90.0, 0.0, 180.0], p=[0.4, 0.4, 0.1, 0.1]))
     return Acquisition(
         kvp=float(rng.uniform(kv_lo, kv_hi)),
@@ -125,22 +126,24 @@ def sample_acquisition(rng: np.random.Generator, *, view: str) -> Acquisition:
         detector="DR" if dr else "CR",
         native_px_mm=float(rng.uniform(0.139, 0.16) if dr else rng.uniform(0.1, 0.2)),
         electronic_noise=float(rng.uniform(2.0, 6.0) if dr else rng.uniform(6.0, 15.0)),
+        # detector (CsI ≈ 0.1 mm, CR phosphor/laser ≈ 0.2 mm) + focal spot (1.2 mm at ≈ 1.1
+        # magnification) + patient motion and the curvature of real bone outlines
         blur_mm=float(rng.uniform(0.08, 0.15) if dr else rng.uniform(0.15, 0.3))
-        + float(rng.uniform(0.05, 0.2)),
+        + float(rng.uniform(0.3, 0.8)),
         heel_angle_deg=heel + float(rng.normal(0.0, 5.0)),
         heel_strength=float(rng.uniform(0.1, 0.25)),
         window_lo_pct=float(rng.uniform(0.5, 3.0)),
-        window_hi_pct=float(rng.uniform(99.0, 99.9)),
-        edge_gains=(float(rng.uniform(1.0, 2.2)), float(rng.uniform(1.0, 1.8)),
+        window_hi_pct=float(rng.uniform(97.5, 99.5)),
+        edge_gains=(float(rng.uniform(1.0, 1.8)), float(rng.uniform(1.0, 1.5)),
                     float(rng.uniform(0.9, 1.3))),
         drc=float(rng.uniform(0.5, 0.85)),
         lut_slope=float(rng.uniform(2.0, 4.0)),
         lut_gamma=float(np.exp(rng.uniform(math.log(0.85), math.log(1.2)))),
         display_black=float(rng.uniform(0.0, 0.08)),
         display_white=float(rng.uniform(0.82, 0.95)),
-        mid_grey=float(rng.uniform(0.3, 0.45)),
+        mid_grey=float(rng.uniform(0.28, 0.45)),
         collimation=coll,  # type: ignore[arg-type]
-        shutter_white=bool(rng.random() < 0.6),
+        shutter_white=bool(rng.random() < 0.5),
         marker_corner=int(rng.integers(0, 4)),
     )
 

@@ -39,9 +39,6 @@ F32 = np.float32
 FOV_MM = {"hip": 220.0, "pelvis": 380.0}   # field of view across the image
 MAX_INTERNAL_PX_MM = 0.5                    # render at least this finely, then downsample
 METAL_KINDS = ("none", "prosthesis", "screws")
-# Where the femoral neck of a canonical (right, unflipped) hip view falls, as image fractions
-# (x0, y0, x1, y1); fixed, for the "simple image statistic" baseline.
-NECK_ROI = (0.32, 0.38, 0.39, 0.45)
 
 
 @dataclass(frozen=True)
