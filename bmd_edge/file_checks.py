@@ -93,7 +93,7 @@ def unreadable_reason(path: Path) -> str | None:
         return "has a NUL character in its name; it is not read"
     if stat.S_ISREG(st.st_mode):
         return None
-    return f"is {_kind(st.st_mode)}, not an image file; it is not read"
+    return f"is {_kind(st.st_mode)}, not a regular file; it is not read"
 
 
 def link_leaving(path: Path, root: Path) -> str | None:

@@ -33,6 +33,7 @@ INFO_COLUMNS = ("patient_id", "split", "side", "select")
 MANIFEST_COLUMNS: tuple[str, ...] = ("image", *INFO_COLUMNS, *FIELD_NAMES, "fn_bmd")
 SPLITS = ("train", "val", "valid", "validation", "test", "calib", "calibration")
 SIDES = ("left", "right")
+MAX_MANIFEST_BYTES = 1 << 30  # 1 GiB: ~5 million rows; beyond that it is not a manifest
 FN_BMD_RANGE = (0.2, 2.0)  # g/cm²: outside this no femoral neck was measured (or a unit slipped)
 
 
@@ -160,10 +161,19 @@ def read_manifest(path: str | Path, *, require_label: bool = False,
     `check_files=False` skips the image-exists check (validating a manifest before its images).
     """
     path = Path(path).absolute()
+    problem = unreadable_reason(path)  # a FIFO would block the read forever
+    if problem:
+        raise ManifestError(f"cannot read manifest {display_name(path)}: it {problem}")
     try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"manifest {display_name(path)} is {size:,} bytes; a manifest over "
+                                f"{MAX_MANIFEST_BYTES >> 20} MiB (millions of rows) is not read "
+                                f"- split it")
         data = path.read_bytes()
     except OSError as err:
-        raise ManifestError(f"cannot read manifest {path}: {err.strerror or err}") from None
+        raise ManifestError(f"cannot read manifest {display_name(path)}: "
+                            f"{one_line(err.strerror or str(err))}") from None
     text = _decode(path, data)
     if not text.strip():
         raise ManifestError(f"{path} is empty; expected a header line with at least: image"

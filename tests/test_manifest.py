@@ -203,7 +203,7 @@ def test_unreadable_image_entries_are_row_problems_not_the_end(tmp_path: Path) -
     assert "is a symbolic link loop" in got[3]
     assert "not found" in got[4] or "link to a missing file" in got[4]
     assert "is a FIFO (named pipe)" in got[5]
-    assert "is a folder, not an image file" in got[6]
+    assert "is a folder, not a regular file" in got[6]
     assert "longer than the file system allows (300 bytes" in got[7]
     assert "NUL character" in got[8]
     assert all(p.column == "image" for p in m.problems)

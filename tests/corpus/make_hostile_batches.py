@@ -121,7 +121,7 @@ def cases() -> list[HostileCase]:
                     good=good2, files={**folder2, "gone.png": Link("deleted.png")},
                     before="skipped silently"))
     add(HostileCase("folder_fifo", 4, ROWS, "folder_fifo", BASE,
-                    bad=(("pipe.png", r"is a FIFO \(named pipe\), not an image file"),),
+                    bad=(("pipe.png", r"is a FIFO \(named pipe\), not a regular file"),),
                     good=good2, files={**folder2, "pipe.png": Fifo()}, subprocess=True,
                     before="skipped silently; a FIFO reached through a manifest blocked forever"))
     add(HostileCase("folder_link_leaves", 4, ROWS, "folder_link_leaves/in", BASE,
@@ -131,7 +131,7 @@ def cases() -> list[HostileCase]:
                            "in/out.png": Link("../outside.png")},
                     before="followed: the file outside the folder was read and got a BMD"))
     add(HostileCase("folder_subfolder_named_png", 4, ROWS, "folder_subfolder_named_png", BASE,
-                    bad=(("scans.png", r"is a folder, not an image file"),),
+                    bad=(("scans.png", r"is a folder, not a regular file"),),
                     good=good2, files={**folder2, "scans.png": Folder()},
                     before="skipped silently"))
     add(HostileCase("folder_non_utf8_names", 4, ROWS, "folder_non_utf8_names", BASE,
@@ -193,6 +193,18 @@ def cases() -> list[HostileCase]:
                     good=good_m, files={**folder2, "manifest.csv":
                                         _manifest([rows[0], (big, "70", "F"), rows[1]])},
                     before="reading stopped at the bad row: every later row silently dropped"))
+
+    add(HostileCase("man_is_fifo", 4, REFUSED, "man_is_fifo/manifest.csv",
+                    ("--out", "{tmp}/results.csv"),
+                    r"cannot read manifest .*manifest\.csv: it is a FIFO \(named pipe\)",
+                    files={**folder2, "manifest.csv": Fifo()}, subprocess=True,
+                    before="the read blocked forever"))
+    add(HostileCase("man_sparse_4tb", 4, REFUSED, "man_sparse_4tb/manifest.csv",
+                    ("--out", "{tmp}/results.csv"),
+                    r"manifest .*manifest\.csv is 4,398,046,511,104 bytes; a manifest "
+                            r"over 1024 MiB .* is not read",
+                    files={**folder2, "manifest.csv": Sparse(4 << 40)}, subprocess=True,
+                    before="internal error: MemoryError"))
 
     # --- class 5: outputs that destroy inputs or each other -------------------------------------
     man = {**folder2, "manifest.csv": _manifest(rows)}
