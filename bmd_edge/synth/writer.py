@@ -91,9 +91,10 @@ def draw_case(seed: int, index: int, size: int, view: str) -> CaseDraw:
     """Draw one case's person, anatomy, acquisition and material maps (no physics yet)."""
     rng = np.random.default_rng([seed, index])
     subj = sample_subject(rng, index)
-    label_hip = sample_hip(rng, sex=subj.sex, height_cm=subj.height_cm, bmd=subj.visible_bmd)
+    label_hip = sample_hip(rng, sex=subj.sex, height_cm=subj.height_cm, bmd=subj.visible_bmd,
+                           age=subj.age_xray)
     other_hip = sample_hip(rng, sex=subj.sex, height_cm=subj.height_cm,
-                           bmd=subj.other_visible_bmd)
+                           bmd=subj.other_visible_bmd, age=subj.age_xray)
     body = sample_body(rng, sex=subj.sex, bmi=subj.bmi)
     pose = sample_pose(rng)
     metal = sample_metal(rng, view=view, label_side=subj.side)
