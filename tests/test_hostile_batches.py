@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -332,3 +333,37 @@ def test_corpus_table_and_script(tmp_path: Path) -> None:
     assert re.match(rf"{len(CASES)} cases written", r.stdout)
     table = json.loads((tmp_path / "c" / "expected.json").read_text(encoding="utf-8"))
     assert [t["name"] for t in table] == list(CASES)
+
+
+def test_inference_failure_of_one_case_fails_only_that_row(corpus: Path, bundle: Path,
+                                                           tmp_path: Path) -> None:
+    """One case the runtime cannot take (a prepared image of the wrong shape, injected after
+    the real `prepare`) made the whole stack of 16 fail: now the stack is retried case by case
+    through the real runtime and only that case fails, with an 'unexpected' reason."""
+    import dataclasses
+
+    from bmd_edge.runtime.batch import items_from_directory, run_batch
+    from bmd_edge.runtime.predictor import Predictor
+
+    class OneBadShape(Predictor):
+        def prepare(self, image: Any, **kw: Any) -> Any:
+            p = super().prepare(image, **kw)
+            return dataclasses.replace(p, image=p.image[:, :-3]) if "bad" in str(image) else p
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{'bad' if i == 3 else 'ok'}{i}.png").write_bytes(
+            (corpus / "ref" / f"s{i % 3}.png").read_bytes())
+    pred = OneBadShape.load(bundle)
+    summary = run_batch(pred, items_from_directory(folder, {"age": 70, "sex": "F"}),
+                        tmp_path / "results.csv", batch_size=16)
+    assert (summary.n_ok, summary.n_failed) == (5, 1)
+    rows = {r["source"]: r for r in _results(tmp_path / "results.csv")}
+    assert rows["bad3.png"]["status"] == "failed"
+    assert re.search(r"^unexpected \w+ while processing this image.*a bmd-edge bug",
+                     rows["bad3.png"]["error"]), rows["bad3.png"]["error"]
+    plain = Predictor.load(bundle)
+    for i in (0, 1, 2, 4, 5):
+        want = plain.predict(corpus / "ref" / f"s{i % 3}.png", age=70, sex="F").bmd_gcm2
+        assert abs(float(rows[f"ok{i}.png"]["bmd_gcm2"]) - want) <= 5.1e-5
