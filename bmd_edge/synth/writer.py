@@ -9,6 +9,7 @@ run never leaves half a file; the two CSVs are written last, so an interrupted r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import multiprocessing
 import os
@@ -99,6 +100,11 @@ def draw_case(seed: int, index: int, size: int, view: str) -> CaseDraw:
     pose = sample_pose(rng)
     metal = sample_metal(rng, view=view, label_side=subj.side)
     acq = sample_acquisition(rng, view=view)
+    # Technologists put the lead marker on the patient's side of the part: a pelvis view's "R"
+    # and a right hip's "R" at the image's left (patient's right), a left hip's "L" at its right.
+    right_side = view == "pelvis" or subj.side == "right"
+    acq = dataclasses.replace(acq, marker_corner=(acq.marker_corner // 2) * 2
+                              + (0 if right_side else 1))
     if view == "hip":
         # Render every hip as a right hip; a left hip is its mirror image (the "flip" nuisance).
         maps = hip_maps((label_hip, label_hip), body, pose, size=size, view="hip",
