@@ -487,15 +487,16 @@ def _hemipelvis(g: Grid, hip: HipShape, q: dict[str, float],
     # Ilium: body above the socket flaring into the wing, crest, SI joint medially.
     ilium = [(lx - 2.0, ly + 2.0), (-rh - 4.0, -42.0), (-34.0, -66.0), (-58.0, -104.0),
              (-80.0, -134.0), (-87.0, -150.0), (-74.0, -170.0), (-40.0, -184.0),
-             (0.0, -186.0), (m - 52.0, -168.0), (m - 42.0, -134.0), (m - 40.0, -100.0),
+             (0.0, -186.0), (m - 48.0, -170.0), (m - 40.0, -134.0), (m - 38.0, -100.0),
              (34.0, -30.0), (rh + 12.0, -4.0), (4.0, -rh - 8.0)]
     c, t = plate(g, ilium, 8.0, cp)            # the thin iliac fossa
     cort.append(c)
     trab.append(t)
-    # Iliac crest: a thick cortical rim.
-    crest = ilium[3:10]
+    # Iliac crest: a thick cortical rim along the (smoothed) outline from the ASIS to the
+    # posterior crest, so it merges with the wing's edge.
+    crest = _chaikin(ilium, 2)[4 * 3:4 * 9 + 1]
     for p0, p1 in itertools.pairwise(crest):
-        cort.append(tube(g, p0, p1, 4.5, 4.5, 0.9))
+        cort.append(tube(g, p0, p1, 3.0, 3.0, 1.0))
     # Pubis + ischium: one ring around the obturator foramen, with the ischial tuberosity.
     fc = (0.5 * (rh + m) - 4.0, 40.0)
     fa, fb = min(26.0, 0.36 * (m - rh)), 19.0
@@ -539,9 +540,9 @@ def spine_paths(g: Grid, hip_y: float, midline_x: float,
     m, h = midline_x, hip_y
     cort: list[np.ndarray] = []
     trab: list[np.ndarray] = []
-    sacrum = [(m - 55.0, h - 162.0), (m + 55.0, h - 162.0), (m + 48.0, h - 118.0),
-              (m + 20.0, h - 75.0), (m + 7.0, h - 45.0), (m - 7.0, h - 45.0),
-              (m - 20.0, h - 75.0), (m - 48.0, h - 118.0)]
+    sacrum = [(m - 64.0, h - 166.0), (m + 64.0, h - 166.0), (m + 54.0, h - 118.0),
+              (m + 22.0, h - 75.0), (m + 8.0, h - 42.0), (m - 8.0, h - 42.0),
+              (m - 22.0, h - 75.0), (m - 54.0, h - 118.0)]
     foramina = [[(m + s * 20.0 + 4.0 * math.cos(t), h - 145.0 + 17.0 * k + 3.5 * math.sin(t))
                  for t in np.linspace(0, 2 * math.pi, 10, endpoint=False)]
                 for k in range(4) for s in (-1.0, 1.0)]
