@@ -25,7 +25,7 @@ from bmd_edge.synth.materials import MaterialMaps
 
 F32 = np.float32
 CORTEX_GCM3 = 1.05     # cortical bone mineral (hydroxyapatite), g/cm³ (pQCT ≈ 1.0–1.2)
-TEXTURE_GAIN = 0.4     # cancellous mineral × clip(1 + gain·texture, 0, 3) (hips: 0.6 × BV/TV)
+TEXTURE_GAIN = 0.3     # cancellous mineral × clip(1 + gain·texture, 0, 3) (hips: 0.6 × BV/TV)
 N_ORIENT = 6           # oriented texture fields, 30° apart
 
 # A bone part: (outer chord mm, inner chord mm, cancellous mineral density g/cm³ of the interior).

@@ -84,7 +84,7 @@ def knee(rng: np.random.Generator, size: int) -> MaterialMaps:
                 c.shell_ellipsoid((9 * k, -12 * k), 29 * k, 25 * k, 38 * k, 1.3 * q, rt),
                 c.shell_ellipsoid((12 * k, -10 * k), 27 * k, 24 * k, 34 * k, 1.3 * q, rt)],
                90.0, gaps=_physis(c, paed, (3 * k, -38 * k), 100.0, pw))
-        c.bone([c.shell_ellipsoid((-38 * k, -32 * k), 11 * k, 23 * k, 20 * k, 1.4 * q, rt,
+        c.bone([c.shell_ellipsoid((-31 * k, -26 * k), 11 * k, 23 * k, 20 * k, 1.4 * q, rt,
                                   -0.25)], 80.0)
         c.bone([c.shell_ellipsoid(tib(0, 23 * k), 30 * k, 11 * k, 38 * k, 1.3 * q, rt,
                                   -flex),
@@ -101,7 +101,7 @@ def knee(rng: np.random.Generator, size: int) -> MaterialMaps:
     thick = float(rng.uniform(0.85, 1.25)) * k
     c.add_soft(np.maximum.reduce([
         tube(c.g, (0, -320 * k), (0, -60 * k), 72 * thick, 58 * thick, depth),
-        ellipsoid(c.g, (0, 0), 60 * thick, 85 * k, 58 * thick * depth),
+        tube(c.g, (0, -70 * k), (0, 45 * k), 60 * thick, 56 * thick, depth),
         tube(c.g, (0, 40 * k), (0, 350 * k), 55 * thick, 38 * thick, depth)]))
     return _finish(c, rng, "knee", view, paed)
 

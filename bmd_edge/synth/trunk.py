@@ -103,10 +103,13 @@ def pelvis(c: Canvas, k: float, q: float, rt: float, neck_deg: float,
         def P(a: float, b: float, s: float = s) -> Point:
             return (ox + s * a, oy + b)
         cup = [ellipsoid(c.g, P(h, 0), rh + js, rh + js, rh + js)]
-        parts = [c.shell_ellipsoid(P(80 * k, -95 * k), 68 * k, 58 * k, 8 * k, 1.3 * q, 0.8 * rt,
-                                   s * 0.35),
-                 c.shell_ellipsoid(P(h - 14 * k, -14 * k), 32 * k, 28 * k, 30 * k, 1.4 * q, rt),
-                 c.shell_ellipsoid(P(h - 32 * k, 42 * k), 15 * k, 34 * k, 13 * k, 1.4 * q, rt,
+        # Iliac wing (a thin fan, long axis rising laterally), acetabular roof over the head,
+        # ischium below it, pubic plate with the obturator foramen, superior ramus, pubic body.
+        parts = [c.shell_ellipsoid(P(72 * k, -78 * k), 60 * k, 44 * k, 6 * k, 1.3 * q, 0.8 * rt,
+                                   -s * 0.55),
+                 c.shell_ellipsoid(P(h - 10 * k, -20 * k), 28 * k, 19 * k, 22 * k, 1.4 * q, rt,
+                                   -s * 0.2),
+                 c.shell_ellipsoid(P(h - 28 * k, 38 * k), 13 * k, 28 * k, 12 * k, 1.4 * q, rt,
                                    -s * 0.25),
                  c.shell_ellipsoid(P(0.5 * h + 10 * k, 45 * k), 0.45 * h, 36 * k, 7 * k, 1.3 * q,
                                    rt, s * 0.25),
@@ -126,8 +129,8 @@ def pelvis(c: Canvas, k: float, q: float, rt: float, neck_deg: float,
                                            P(0.5 * h + 4 * k, 86 * k), 2.5 * k))
         c.bone(parts, 90.0, holes=holes, gaps=gaps)
         _femur(c, P, s, h, rh, k, q, rt, neck_deg, age if child else None)
-    sac = [c.shell_tube((ox, oy - 130 * k), (ox, oy - 25 * k), 46 * k, 12 * k, 1.4 * q, rt,
-                        0.35)]
+    sac = [c.shell_tube((ox, oy - 130 * k), (ox, oy - 25 * k), 44 * k, 12 * k, 1.2 * q, rt,
+                        0.25)]
     foramina = [ellipsoid(c.g, (ox + s * 22 * k, oy + (-112 + 20 * j) * k), 4.5 * k, 4 * k,
                           8 * k) for j in range(4) for s in (-1.0, 1.0)]
     c.bone(sac, 90.0, holes=foramina)
@@ -211,8 +214,8 @@ def spine(rng: np.random.Generator, size: int) -> MaterialMaps:
                              1.2)], 60.0)
         c.bone([c.shell_ellipsoid((20 * k, 150 * k), 80 * k, 60 * k, 5 * k, 1.3 * q, rt)], 90.0)
         _bowel(c, rng, k, (-90.0 * k, 20.0 * k))
-        c.add_soft(tube(c.g, (-10 * k, -400 * k), (-10 * k, 400 * k), 115 * k, 115 * k,
-                         1.5 * thick))
+        c.add_soft(tube(c.g, (-60 * k, -400 * k), (-60 * k, 400 * k), 150 * k, 150 * k,
+                         1.1 * thick))
     else:
         for i in range(10):
             vertebra_ap(c, (0.0, (-230 + 28 * i) * k), (14 + 0.8 * i) * k, 10 * k, q, rt)
@@ -233,7 +236,8 @@ def _bowel(c: Canvas, rng: np.random.Generator, k: float, centre: Point) -> None
         p = (centre[0] + float(rng.uniform(-110, 110)) * k,
              centre[1] + float(rng.uniform(-80, 150)) * k)
         r = float(rng.uniform(8, 28)) * k
-        c.add_gas(ellipsoid(c.g, p, r, 0.8 * r, 0.9 * r))
+        c.add_gas(ellipsoid(c.g, p, r, float(rng.uniform(0.4, 0.9)) * r, 0.5 * r,
+                            float(rng.uniform(0, math.pi))))
 
 
 def chest(rng: np.random.Generator, size: int) -> MaterialMaps:
@@ -300,7 +304,7 @@ def long_spine(rng: np.random.Generator, size: int) -> MaterialMaps:
         ellipsoid(c.g, (0, -520 * k), 90 * k, 105 * k, 95 * k),
         tube(c.g, (-100 * k, 330 * k), (-110 * k, 600 * k), 80 * k, 65 * k),
         tube(c.g, (100 * k, 330 * k), (110 * k, 600 * k), 80 * k, 65 * k),
-        tube(c.g, (-180 * k, -300 * k), (180 * k, -300 * k), 45 * k, 45 * k)]))
+        ellipsoid(c.g, (0, -300 * k), 190 * k, 55 * k, 60 * k)]))
     return c.finish(_labels(c, rng, "long_spine", "AP full-length", True, paed),
                     float(rng.uniform(0.2, 0.45)))
 
@@ -313,7 +317,7 @@ def paed_pelvis(rng: np.random.Generator, size: int) -> MaterialMaps:
     q *= 0.9
     c = Canvas(size, sample_pose(rng, 380.0 * k, (0.0, -10.0 * k), rot_sd=3.0),
                int(rng.integers(2**31 - 1)))
-    pelvis(c, k, q, rt, float(rng.uniform(35, 45)), age=age)
+    pelvis(c, k, q, rt, float(rng.uniform(50, 60)), age=age)  # neck-shaft ≈ 145° in children
     vertebra_ap(c, (0.0, -165 * k), 24 * k, 13 * k, q, rt)
     vertebra_ap(c, (0.0, -205 * k), 23 * k, 13 * k, q, rt)
     _bowel(c, rng, k, (0.0, -120.0 * k))
