@@ -324,7 +324,8 @@ def test_corpus_table_and_script(tmp_path: Path) -> None:
     tested = {n for n, c in CASES.items() if c.kind in (ROWS, REFUSED)}
     scenarios = {n for n, c in CASES.items() if c.kind == SCENARIO}
     assert scenarios == {"two_writers_same_out", "signal_sigterm", "signal_sighup",
-                         "signal_sigquit", "sigkill_temp_swept", "live_pid_temp_kept"}
+                         "signal_sigquit", "sigkill_temp_swept", "live_pid_temp_kept",
+                         "report_temp_swept_report_atomic"}
     assert len(tested) + len(scenarios) == len(CASES)
     script = Path(__file__).parent / "corpus" / "make_hostile_batches.py"
     r = subprocess.run([sys.executable, str(script), str(tmp_path / "c")], capture_output=True,
@@ -367,3 +368,26 @@ def test_inference_failure_of_one_case_fails_only_that_row(corpus: Path, bundle:
     for i in (0, 1, 2, 4, 5):
         want = plain.predict(corpus / "ref" / f"s{i % 3}.png", age=70, sex="F").bmd_gcm2
         assert abs(float(rows[f"ok{i}.png"]["bmd_gcm2"]) - want) <= 5.1e-5
+
+
+def test_report_is_written_whole_and_stale_report_temps_are_swept(corpus: Path, bundle: Path,
+                                                                  tmp_path: Path) -> None:
+    from bmd_edge.runtime.output_files import PNG_MAGIC
+
+    report = tmp_path / "report.png"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".report.png.tmp-{dead.pid}.png"
+    stale.write_bytes(PNG_MAGIC + b"half a picture")
+    csv_of_dead = tmp_path / f".results.csv.tmp-{dead.pid}"  # a batch's: not a report's to sweep
+    csv_of_dead.write_text("source,status,error\n")
+    code, stdout, err = run_cli(["predict", str(corpus / "ref" / "s0.png"), *BASE_ARGS,
+                                 "--model", str(bundle), "--report", str(report), "--json"],
+                                subprocess_=False)
+    assert code == 0, err
+    assert 0 < json.loads(stdout)["bmd_gcm2"] < 3
+    assert report.read_bytes().startswith(PNG_MAGIC) and cv2.imread(str(report)) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([report.name, csv_of_dead.name])
+
+
+BASE_ARGS = ["--age", "70", "--sex", "F"]

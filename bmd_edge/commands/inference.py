@@ -147,16 +147,17 @@ def predict(
         prepared = predictor.prepare(image, force=force, **fields)
         result = predictor.infer([prepared])[0]
         if report is not None:
-            from bmd_edge.runtime.output_files import prepare_output_folder
+            from bmd_edge.runtime.output_files import PNG_MAGIC, atomic_output
             from bmd_edge.runtime.report import write_report
 
-            prepare_output_folder(report, "--report")
-            try:
-                write_report(result, prepared.image, report, references=predictor.references,
-                             patient_ids=result.patient_ids if include_ids else None)
-            except OSError as err:
-                raise InputError(f"cannot write --report {report}: "
-                                 f"{err.strerror or err}") from None
+            # Complete or absent, never half a picture; locked like --out.
+            with atomic_output(report, "--report", PNG_MAGIC, suffix=".png") as tmp:
+                try:
+                    write_report(result, prepared.image, tmp, references=predictor.references,
+                                 patient_ids=result.patient_ids if include_ids else None)
+                except OSError as err:
+                    raise InputError(f"cannot write --report {report}: "
+                                     f"{err.strerror or err}") from None
         if dicom_out is not None:
             from bmd_edge.dicom_out import write_results
 

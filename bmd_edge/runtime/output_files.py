@@ -28,7 +28,8 @@ from pathlib import Path
 from bmd_edge.errors import InputError
 from bmd_edge.file_checks import display_name, one_line
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?P<suffix>\.png)?$")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INTERRUPT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGQUIT")
                           if hasattr(signal, n))
 
@@ -90,9 +91,12 @@ def prepare_output_folder(out: Path, option: str = "--out") -> None:
                          f"({one_line(err.strerror or str(err))})") from None
 
 
-def temp_path(out: Path, pid: int | None = None) -> Path:
-    """Where results go until complete: a dot-name beside `out`, tagged with the writer's pid."""
-    return out.with_name(f".{out.name}.tmp-{os.getpid() if pid is None else pid}")
+def temp_path(out: Path, pid: int | None = None, suffix: str = "") -> Path:
+    """Where results go until complete: a dot-name beside `out`, tagged with the writer's pid.
+
+    `suffix` (".png") keeps writers that choose the format from the name working.
+    """
+    return out.with_name(f".{out.name}.tmp-{os.getpid() if pid is None else pid}{suffix}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -110,21 +114,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale_temps(folder: Path, header: str) -> list[Path]:
+def sweep_stale_temps(folder: Path, header: str | bytes) -> list[Path]:
     """Remove `.NAME.tmp-PID` files in `folder` whose writer is dead; return what was removed.
 
-    Only bmd-edge's own: the file is empty or starts with our results header `header`. A
-    temporary whose pid is alive (another run, or a reused pid) is left alone.
+    Only bmd-edge's own: the file is empty or starts with `header` (the results CSV header, or
+    the PNG signature for `.NAME.tmp-PID.png` report temporaries). A temporary whose pid is
+    alive (another run, or a reused pid) is left alone.
     """
     removed: list[Path] = []
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
-    want = header.encode("utf-8")
+    want = header.encode("utf-8") if isinstance(header, str) else header
     for name in names:
         m = _TEMP.match(name)
-        if not m or pid_alive(int(m.group("pid"))):
+        if not m or bool(m.group("suffix")) != (want == PNG_MAGIC) \
+                or pid_alive(int(m.group("pid"))):
             continue
         path = folder / name
         try:
@@ -227,3 +233,28 @@ def interrupt_signals() -> Iterator[Callable[[], contextlib.AbstractContextManag
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def atomic_output(out: Path, option: str, header: str | bytes, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path for `out`; rename it onto `out` when the block completes.
+
+    Under the output lock and with TERM/HUP/QUIT turned into KeyboardInterrupt: any failure or
+    signal removes the temporary, so `out` is either complete or untouched. Stale temporaries
+    of dead writers (starting with `header`) are swept first.
+    """
+    prepare_output_folder(out, option)
+    with interrupt_signals() as quiet, output_lock(out, option):
+        sweep_stale_temps(out.parent, header)
+        tmp = temp_path(out, suffix=suffix)
+        try:
+            yield tmp
+            try:
+                os.replace(tmp, out)
+            except OSError as err:
+                raise InputError(f"cannot write {option} {display_name(out)}: "
+                                 f"{one_line(err.strerror or str(err))}") from None
+        except BaseException:
+            with quiet(), contextlib.suppress(OSError):
+                tmp.unlink()
+            raise

@@ -277,6 +277,9 @@ def cases() -> list[HostileCase]:
     add(HostileCase("sigkill_temp_swept", 6, SCENARIO,
                     before="kill -9 left .results.csv.tmp-<pid> (patient names with "
                            "--include-ids) that nothing removed"))
+    add(HostileCase("report_temp_swept_report_atomic", 6, SCENARIO,
+                    before="--report was drawn straight onto its final name (a signal mid-write "
+                           "left half a PNG); now a .NAME.tmp-PID.png renamed when complete"))
     add(HostileCase("live_pid_temp_kept", 6, SCENARIO,
                     before="(no sweeping existed; now only dead writers' temporaries go)"))
     for c in out:
