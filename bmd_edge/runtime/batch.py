@@ -211,11 +211,7 @@ def _run(predictor: Any, items: Sequence[BatchItem], out: Path, tmp: Path,
     start = time.perf_counter()
     failures: list[tuple[str, str]] = []
     n_ok = 0
-    try:
-        fh = open(tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed before rename
-    except OSError as err:
-        raise InputError(f"cannot write --out {display_name(out)}: "
-                         f"{one_line(err.strerror or str(err))}") from None
+    fh = os.fdopen(output_files.create_temp(tmp), "w", newline="", encoding="utf-8")
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bmd-prep")
     try:
         writer = csv.DictWriter(fh, fieldnames=columns)

@@ -17,6 +17,7 @@ Why each piece:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -28,6 +29,8 @@ from pathlib import Path
 from bmd_edge.errors import InputError
 from bmd_edge.file_checks import display_name, one_line
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?P<suffix>\.png)?$")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INTERRUPT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGQUIT")
@@ -91,6 +94,27 @@ def prepare_output_folder(out: Path, option: str = "--out") -> None:
                          f"({one_line(err.strerror or str(err))})") from None
 
 
+def create_temp(tmp: Path, option: str = "--out") -> int:
+    """Create `tmp` afresh for writing (fd): never through a link or onto an existing file.
+
+    Whatever sits at the name (a leftover of a dead process with our pid, a planted link) is
+    removed as a name first; the link's target is never touched.
+    """
+    clear_temp(tmp)
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+    except OSError as err:
+        raise InputError(f"cannot write {option}: cannot create {display_name(tmp)}: "
+                         f"{one_line(err.strerror or str(err))}") from None
+
+
+def clear_temp(tmp: Path) -> None:
+    """Remove whatever is at the temporary's name (not a folder), never what a link points at."""
+    with contextlib.suppress(OSError):
+        if not stat.S_ISDIR(os.lstat(tmp).st_mode):
+            os.unlink(tmp)
+
+
 def temp_path(out: Path, pid: int | None = None, suffix: str = "") -> Path:
     """Where results go until complete: a dot-name beside `out`, tagged with the writer's pid.
 
@@ -134,13 +158,14 @@ def sweep_stale_temps(folder: Path, header: str | bytes) -> list[Path]:
             continue
         path = folder / name
         try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # opening a FIFO would block
+                continue
             with open(path, "rb") as fh:
                 head = fh.read(len(want))
             if head and head != want:
                 continue
-            if os.path.isfile(path) and not os.path.islink(path):
-                path.unlink()
-                removed.append(path)
+            path.unlink()
+            removed.append(path)
         except OSError:
             continue
     return removed
@@ -151,11 +176,18 @@ def output_lock(out: Path, option: str = "--out") -> Iterator[None]:
     """Hold an exclusive lock on `out` for this run; a second writer gets InputError at once."""
     lock = out.with_name(f".{out.name}.lock")
     while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a planted `.NAME.lock -> manifest.csv` must not be opened
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o644)
         except OSError as err:
+            why = (f"{display_name(lock.name)} beside it is a symbolic link; remove it"
+                   if err.errno == errno.ELOOP else one_line(err.strerror or str(err)))
+            raise InputError(f"cannot write {option} {display_name(out)}: {why}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a FIFO, or a hard link to a file
+            os.close(fd)
             raise InputError(f"cannot write {option} {display_name(out)}: "
-                             f"{one_line(err.strerror or str(err))}") from None
+                             f"{display_name(lock.name)} beside it is not bmd-edge's lock file "
+                             f"(not a plain file, or linked to another); remove it")
         if not _try_lock(fd):
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             os.close(fd)
@@ -247,6 +279,7 @@ def atomic_output(out: Path, option: str, header: str | bytes, suffix: str = "")
     with interrupt_signals() as quiet, output_lock(out, option):
         sweep_stale_temps(out.parent, header)
         tmp = temp_path(out, suffix=suffix)
+        clear_temp(tmp)
         try:
             yield tmp
             try:

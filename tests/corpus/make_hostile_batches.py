@@ -264,6 +264,13 @@ def cases() -> list[HostileCase]:
                     r"cannot write --out .*results\.csv: (Permission denied|Read-only file "
                     r"system)", protect="out_unwritable/manifest.csv", files=man,
                     before="internal error: PermissionError"))
+    add(HostileCase("out_lock_planted_link", 5, REFUSED, "out_lock_planted_link/manifest.csv",
+                    ("--out", "{corpus}/out_lock_planted_link/results.csv"),
+                    r"cannot write --out .*results\.csv: \.results\.csv\.lock beside it is a "
+                    r"symbolic link; remove it", protect="out_lock_planted_link/manifest.csv",
+                    files={**man, ".results.csv.lock": Link("manifest.csv")},
+                    before="(no lock existed; a lock opened through the link would have "
+                           "truncated the manifest)"))
     add(HostileCase("two_writers_same_out", 5, SCENARIO,
                     pattern=r"--out .*results\.csv is being written by another bmd-edge run "
                             r"\(pid \d+\)",
