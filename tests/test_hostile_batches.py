@@ -33,7 +33,7 @@ from corpus.make_hostile_batches import REFUSED, ROWS, SCENARIO, cases, write_co
 from bmd_edge.runtime.tiny import write_tiny_bundle
 
 CASES = {c.name: c for c in cases()}
-N_BIG = 1000  # rows in the manifest the signal and two-writer scenarios run
+N_BIG = 3000  # rows of the first writer: ~5 s unloaded, the second run meets it mid-way
 
 
 @pytest.fixture(scope="module")
@@ -243,16 +243,18 @@ def _results(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_two_writers_on_one_out_second_is_refused(big: Path, bundle: Path,
+def test_two_writers_on_one_out_second_is_refused(big: Path, bundle: Path, corpus: Path,
                                                   tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     first = _start(big, bundle, out)
     try:
         _wait_for_rows(out, first)
-        # the same file reached by another spelling: a link to the folder
+        # the same file reached by another spelling (a link to the folder), from another
+        # manifest: the lock is the output's. In-process: no start-up, so it meets `first`.
         (tmp_path / "alias").symlink_to(tmp_path)
-        code, _, err = run_cli(["predict", str(big), "--model", str(bundle), "--out",
-                                str(tmp_path / "alias" / "results.csv")], subprocess_=True)
+        small = corpus / "man_symlink_loop" / "manifest.csv"
+        code, _, err = run_cli(["predict", str(small), "--model", str(bundle), "--out",
+                                str(tmp_path / "alias" / "results.csv")], subprocess_=False)
         line = _one_error_line(err)
         assert code == 2 and re.search(CASES["two_writers_same_out"].pattern, line), line
         assert f"(pid {first.pid})" in line
