@@ -268,6 +268,22 @@ def test_two_writers_on_one_out_second_is_refused(big: Path, bundle: Path, corpu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias", "results.csv"]
 
 
+def _file_size_limit() -> None:  # a disk that fills up after 64 KiB of results
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then write() fails with EFBIG
+
+
+def test_output_failing_mid_run_aborts_in_one_line_leaving_nothing(big: Path, bundle: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out" / "results.csv"
+    r = subprocess.run([sys.executable, "-m", "bmd_edge.cli", "predict", str(big), "--model",
+                        str(bundle), "--out", str(out)], capture_output=True, text=True,
+                       timeout=300, check=False, preexec_fn=_file_size_limit)
+    line = _one_error_line(r.stderr)
+    assert r.returncode == 2 and re.search(CASES["out_disk_full_mid_run"].pattern, line), line
+    assert list(out.parent.iterdir()) == [], "no results.csv, temporary or lock may remain"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT],
                          ids=["SIGTERM", "SIGHUP", "SIGQUIT"])
 def test_signal_mid_batch_leaves_no_temp_and_no_partial_results(
@@ -325,7 +341,7 @@ def test_corpus_table_and_script(tmp_path: Path) -> None:
     assert sum(by_class.values()) >= 14 and all(n >= 4 for n in by_class.values()), by_class
     tested = {n for n, c in CASES.items() if c.kind in (ROWS, REFUSED)}
     scenarios = {n for n, c in CASES.items() if c.kind == SCENARIO}
-    assert scenarios == {"two_writers_same_out", "signal_sigterm", "signal_sighup",
+    assert scenarios == {"two_writers_same_out", "out_disk_full_mid_run", "signal_sigterm", "signal_sighup",
                          "signal_sigquit", "sigkill_temp_swept", "live_pid_temp_kept",
                          "report_temp_swept_report_atomic"}
     assert len(tested) + len(scenarios) == len(CASES)

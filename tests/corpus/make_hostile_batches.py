@@ -271,6 +271,9 @@ def cases() -> list[HostileCase]:
                     files={**man, ".results.csv.lock": Link("manifest.csv")},
                     before="(no lock existed; a lock opened through the link would have "
                            "truncated the manifest)"))
+    add(HostileCase("out_disk_full_mid_run", 5, SCENARIO,
+                    pattern=r"cannot write --out .*results\.csv: File too large",
+                    before="internal error: OSError: [Errno 27] File too large, exit 1"))
     add(HostileCase("two_writers_same_out", 5, SCENARIO,
                     pattern=r"--out .*results\.csv is being written by another bmd-edge run "
                             r"\(pid \d+\)",
