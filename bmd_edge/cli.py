@@ -16,7 +16,7 @@ import typer
 import typer.main
 
 from bmd_edge import __version__
-from bmd_edge.commands import benchmark, compress, inference, screen, synth, training
+from bmd_edge.commands import benchmark, compress, inference, screen, serve, synth, training
 from bmd_edge.errors import BmdEdgeError
 
 app = typer.Typer(
@@ -53,6 +53,7 @@ app.command("export")(compress.export)
 app.command("predict")(inference.predict)
 app.command("info")(inference.info)
 app.command("screen")(screen.screen)
+app.command("serve")(serve.serve)
 app.command("benchmark")(benchmark.benchmark)
 
 

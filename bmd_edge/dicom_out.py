@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ SR_SERIES_NUMBER = 9901        # new series for bmd-edge results, distinct from 
 SC_SERIES_NUMBER = 9902
 MANUFACTURER = "bmd-edge"
 PRIVATE_SCHEME = "99BMDEDGE"   # DICOM PS3.16 8.2: private coding schemes start with "99"
+# pyplot keeps global state and is not thread-safe: serve's workers draw one picture at a time.
+_PYPLOT_LOCK = threading.Lock()
 
 
 def derived_uid(kind: str, *parts: str) -> str:
@@ -211,10 +214,12 @@ def render_picture(prediction: Any, model_input: np.ndarray, references: Any) ->
 
     from bmd_edge.runtime.report import write_report
 
-    with tempfile.TemporaryDirectory(prefix="bmd-edge-sc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bmd-edge-sc-") as tmp, _PYPLOT_LOCK:
         png = write_report(prediction, model_input, Path(tmp) / "report.png",
                            references=references)
         bgr = cv2.imread(str(png), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"the report picture {png.name} could not be read back")
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
