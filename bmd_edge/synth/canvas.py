@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -77,6 +78,7 @@ class Canvas:
         self.soft = np.zeros((size, size), F32)      # mm
         self.gas = np.zeros((size, size), F32)       # mm
         self.metal = np.zeros((size, size), F32)     # mm
+        self._seed = texture_seed
         self._fields, self._iso = _texture_fields(texture_seed, size, round(self.px_mm, 3))
 
     # --- drawing -------------------------------------------------------------------------
@@ -94,7 +96,7 @@ class Canvas:
                 tube(g, p0, p1, max(r0 - cortex, 0.1), max(r1 - cortex, 0.1), depth), rho_trab)
 
     def bone(self, parts: list[Part], axis_deg: float, *, cortex_gcm3: float = CORTEX_GCM3,
-             holes: list[np.ndarray] = (), gaps: list[np.ndarray] = ()) -> None:
+             holes: Sequence[np.ndarray] = (), gaps: Sequence[np.ndarray] = ()) -> None:
         """One bone: the union of its parts, minus holes (chords) and growth-plate gaps (masks).
 
         Separate bones add (they overlap in projection); parts of one bone merge (max).
@@ -152,11 +154,22 @@ class Canvas:
     # --- output --------------------------------------------------------------------------
 
     def finish(self, labels: dict[str, object], fat_fraction: float) -> MaterialMaps:
-        """The contract: bone g/cm², soft tissue cm (never thinner than the bone it holds)."""
+        """The contract: bone g/cm², soft tissue cm (never thinner than the bone it holds).
+
+        Soft tissue is not a uniform jelly: rays near the skin cross mostly subcutaneous fat
+        (fat share rises towards the edge of each envelope, a darker rim as on real films), and
+        muscle bellies and skin folds modulate the thickness by a few per cent at ≈ 2–5 cm.
+        """
         soft = np.maximum(self.soft, self.bone_mm + self.gas)
+        lumps = _lowpass(self._seed + 1, self.size, 25.0 / self.px_mm)
+        soft = soft * (F32(1.0) + F32(0.04) * lumps)
+        soft = np.maximum(soft, self.bone_mm + self.gas)
+        depth = max(float(np.percentile(soft[soft > 0], 90)) if soft.any() else 1.0, 1.0)
+        rim = np.exp(-soft / F32(0.25 * depth))
+        fat = np.clip(F32(fat_fraction) + F32(0.5) * rim, 0.0, 0.95).astype(F32)
         return MaterialMaps(
             bone_gcm2=self.mineral.astype(F32), soft_cm=(soft * F32(0.1)).astype(F32),
-            px_mm=float(self.px_mm), fat_fraction=float(fat_fraction),
+            px_mm=float(self.px_mm), fat_fraction=fat,
             gas_cm=(self.gas * F32(0.1)).astype(F32) if self.gas.any() else None,
             metal_cm=(self.metal * F32(0.1)).astype(F32) if self.metal.any() else None,
             labels=labels)
@@ -177,6 +190,16 @@ class Canvas:
         oriented = out / F32(math.sqrt(wsum + 1e-6))
         w_iso = 0.7
         return (oriented + F32(w_iso) * self._iso[b]) / F32(math.sqrt(1.0 + w_iso**2))
+
+
+def _lowpass(seed: int, size: int, sigma_px: float) -> np.ndarray:
+    """Unit-SD smooth noise (Gaussian-filtered in the Fourier domain)."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    h = np.exp(-2.0 * math.pi**2 * sigma_px**2 * (fx**2 + fy**2))
+    f = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * h, s=(size, size))
+    return (f / (f.std() + 1e-12)).astype(F32)
 
 
 def _texture_fields(seed: int, size: int, px_mm: float) -> tuple[list[np.ndarray], np.ndarray]:

@@ -227,7 +227,7 @@ def _hand(c: Canvas, rng: np.random.Generator, k: float, paed: bool) -> None:
     bases = [(-9, 17), (1, 16), (10, 17), (18, 19)]
     mc_len = [66, 62, 56, 52]
     phal = [(40, 24, 17), (45, 28, 18), (42, 26, 18), (33, 19, 16)]
-    soft = [ellipsoid(c.g, (2 * k, -8 * k), 44 * k, 56 * k, 14 * k),
+    soft = [tube(c.g, (0, 22 * k), (4 * k, -36 * k), 40 * k, 42 * k, 0.35),
             tube(c.g, (0, 40 * k), (0, 220 * k), 32 * k, 33 * k, 0.6)]
     for f, ((bx, by), ml, (p1, p2, p3)) in enumerate(zip(bases, mc_len, phal)):
         a = -math.pi / 2 + (f - 1.5) * spread + math.radians(float(rng.normal(0, 2.5)))

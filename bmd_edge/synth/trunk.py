@@ -124,7 +124,7 @@ def pelvis(c: Canvas, k: float, q: float, rt: float, neck_deg: float,
             gaps = [c.segment_band(tri, P(h - 30 * k, -24 * k), 1.6 * k),
                     c.segment_band(tri, P(h - 27 * k, 16 * k), 1.6 * k),
                     c.segment_band(tri, P(h - 42 * k, 4 * k), 1.6 * k)]
-            if age < 9:   # ischiopubic synchondrosis not yet fused
+            if age is not None and age < 9:   # ischiopubic synchondrosis not yet fused
                 gaps.append(c.segment_band(P(0.5 * h - 10 * k, 78 * k),
                                            P(0.5 * h + 4 * k, 86 * k), 2.5 * k))
         c.bone(parts, 90.0, holes=holes, gaps=gaps)
