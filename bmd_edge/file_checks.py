@@ -58,11 +58,17 @@ def _longest_name(path: Path) -> int:
     return max((len(os.fsencode(part)) for part in path.parts), default=0)
 
 
-def os_error_reason(path: Path, err: OSError) -> str:
-    """What an OSError from stat/open on `path` means, in words a user can act on."""
+def os_error_reason(path: Path, err: OSError, names: bool = True) -> str:
+    """What an OSError from stat/open on `path` means, in words a user can act on.
+
+    `names=False` leaves out every file name (a link's target), for outputs that must not hold
+    names (they may be patients' names).
+    """
     if err.errno == errno.ELOOP:
         return "is a symbolic link loop (links that point at each other); it is not read"
     if err.errno == errno.ENOENT and os.path.islink(path):
+        if not names:
+            return "is a link to a missing file; it is not read"
         try:
             target = display_name(os.readlink(path))
         except OSError:
@@ -80,20 +86,32 @@ def os_error_reason(path: Path, err: OSError) -> str:
     return f"cannot be read: {one_line(err.strerror or str(err))}"
 
 
-def unreadable_reason(path: Path) -> str | None:
+def unreadable_reason(path: Path, names: bool = True) -> str | None:
     """None when `path` (links followed) is a regular file; else why it will not be read.
 
     Called before every read, so a FIFO, a socket or a device never blocks the run.
+    `names=False`: the reason names no file (see `os_error_reason`).
     """
     try:
         st = os.stat(path)
     except OSError as err:
-        return os_error_reason(path, err)
+        return os_error_reason(path, err, names)
     except ValueError:  # an embedded NUL byte
         return "has a NUL character in its name; it is not read"
     if stat.S_ISREG(st.st_mode):
         return None
     return f"is {_kind(st.st_mode)}, not a regular file; it is not read"
+
+
+def special_kind(path: Path) -> str | None:
+    """'a FIFO (named pipe)', 'a socket', 'a device' when `path` (links followed) is one: a read
+    of it could block forever or never end. None for files, folders and what cannot be stat-ed
+    (the read itself then reports that)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _kind(mode)
 
 
 def link_leaving(path: Path, root: Path) -> str | None:

@@ -175,6 +175,26 @@ def test_worker_rows_match_predict_and_refusals_name_no_path(worker: ScreenWorke
         assert "source_path" not in r
 
 
+def test_worker_fails_fifos_and_link_loops_as_rows_without_blocking(
+        worker: ScreenWorker, synth: Path, tmp_path: Path) -> None:
+    """An archive can hold a FIFO named like an image: reading it would block the actor
+    forever. It and a link loop are failed rows (naming no path); the good row is processed."""
+    secret = tmp_path / "SMITH_JOHN"
+    secret.mkdir()
+    os.mkfifo(secret / "pipe.png")
+    os.symlink("loop.png", secret / "loop.png")
+    img = synth / "images" / "case_00000.png"
+    rows = worker.run_rows([_item(secret / "pipe.png", {"age": 70, "sex": "F"}),
+                            _item(secret / "loop.png", {"age": 70, "sex": "F"}),
+                            _item(img, {"age": 70, "sex": "F"})])
+    pipe, loop, ok = rows
+    assert pipe["refusal_kind"] == "ImageReadError" and "is a FIFO" in pipe["refusal_reason"]
+    assert loop["refusal_kind"] == "ImageReadError" and "symbolic links" in loop["refusal_reason"]
+    assert ok["status"] == "ok"
+    for r in rows:
+        assert "SMITH" not in json.dumps(r, default=str) and ".png" not in str(r)
+
+
 def test_worker_writes_one_part_per_batch(worker: ScreenWorker, synth: Path) -> None:
     items = [_item(p, {"age": 70, "sex": "M"}) for p in sorted((synth / "images").glob("*.png"))]
     before = set(Path(worker.cfg.parts_dir).iterdir())

@@ -101,10 +101,14 @@ class ScreenWorker:
 
         Errors name the input by its path key, never by its path (paths hold names).
         """
+        from bmd_edge.file_checks import special_kind
         from bmd_edge.image_io import decode_image_bytes
         from bmd_edge.screen.keys import content_digest
 
         label = f"input {item['path_key'][:12]}"
+        kind = special_kind(Path(item["path"]))  # reading a FIFO would block the actor forever
+        if kind:
+            raise ImageReadError(f"{label} is {kind}, not a regular file; it is not read")
         try:
             data = Path(item["path"]).read_bytes()
         except FileNotFoundError:
