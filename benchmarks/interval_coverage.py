@@ -70,11 +70,9 @@ def run_backend(bundle: Path, cohort: Path, rows: list[dict[str, str]],
     for i in range(0, len(prepared), 16):
         out += p.infer(prepared[i:i + 16])
     secs = time.perf_counter() - t
-    assert p.interval_meta is not None
     info = {"variant": p.variant, "precision": p.precision, "threads": p.session.threads,
-            "halfwidth": float(p.interval_meta["halfwidth_gcm2"]),
-            "nominal": float(p.interval_meta["coverage"]),
-            "n_cal": p.interval_meta.get("n_calibration"), "seconds": secs,
+            "halfwidth": p.interval.halfwidth_gcm2, "nominal": p.interval.coverage,
+            "n_cal": p.interval.n_calibration, "seconds": secs,
             "with_warnings": warned,
             "inside": np.array([o.interval is not None and o.interval[0] <= float(r["fn_bmd"])
                                 <= o.interval[1] for o, r in zip(out, rows)]),
@@ -105,10 +103,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                     "interval_coverage.md")
     args = ap.parse_args()
-    import json
 
-    meta = json.loads((args.bundle / "bundle.json").read_text(encoding="utf-8"))
-    thr = float(meta["screening_threshold_gcm2"])
+    from bmd_edge.bundle import Bundle
+
+    meta = Bundle.load(args.bundle).meta
+    thr = meta.references.screening_threshold_gcm2
     work = Path(tempfile.mkdtemp(prefix="bmd-cov-"))
     t0 = time.perf_counter()
     if args.cohort is None:
@@ -134,7 +133,7 @@ def main() -> None:
          f"seed 0), {args.size} px, "
          + (f"generated in {gen_s:.0f} s" if args.cohort is None else f"reused from {cohort}")
          + f". Bundle: `{args.bundle}` "
-         f"({meta['training_data']}). Every case run through `Predictor.prepare/infer` with the "
+         f"({meta.provenance.training_data}). Every case run through `Predictor.prepare/infer` with the "
          "manifest's age_xray, age_bmd, sex, height, weight, BMI, alcohol, activity, diet, "
          "smoking and side; batches of 16. Label: the manifest's `fn_bmd` (g/cm²). Screen: "
          f"BMD < {thr} g/cm²; AUC of −prediction for label < {thr}.", "",
@@ -166,7 +165,7 @@ def main() -> None:
           f"mean {d.mean():.4f}.", ""]
     L += ["Bundle's own numbers for comparison (its held-out test split of the seed-0 cohort): "]
     for v in ("openvino-int8", "onnx-int8"):
-        mt = meta["variants"][v]["metrics"]
+        mt = meta.variants[v].metrics
         L.append(f"- {v}: MAE {mt['mae']:.4f}, R² {mt['r2']:.3f}, AUC {mt['auc']:.3f}, "
                  f"interval coverage on test {mt['interval_coverage_test']:.3f}.")
     refused = iov["refused"]  # type: ignore[index]

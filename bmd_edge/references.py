@@ -37,6 +37,10 @@ HOLOGIC_TO_LUNAR_FN: tuple[float, float] = (1.158, 0.045)
 
 # WHO operational definition (1994), applied to the femoral-neck T-score.
 WHO_NORMAL_MIN_T = -1.0
+# The screen the paper uses: FN BMD below T = −1 on GE Lunar (0.8996, rounded as published).
+# The one copy in code: new bundles record it (references.screening_threshold_gcm2) and every
+# result is read out with the bundle's value.
+SCREENING_THRESHOLD_GCM2 = 0.899
 WHO_OSTEOPOROSIS_MAX_T = -2.5
 
 # NHANES III NHW femoral neck BMD, Hologic g/cm²: (age_low, age_high, mean, sd) per decade.
@@ -170,6 +174,16 @@ def who_category(t: float, refs: Mapping[str, Any] | None = None) -> str:
     if t <= float(who["osteoporosis_max_t"]):
         return "osteoporosis"
     return "osteopenia"
+
+
+def t_reference_name(refs: Mapping[str, Any] | None = None) -> str:
+    """The name of the T-score reference table (shown beside every T-score)."""
+    return str(_tables(refs)["t_score"]["name"])
+
+
+def z_reference_name(refs: Mapping[str, Any] | None = None) -> str:
+    """The name of the Z-score reference table."""
+    return str(_tables(refs)["z_score"]["name"])
 
 
 def validate_references(refs: Mapping[str, Any]) -> None:

@@ -24,10 +24,18 @@ def _ptq_variants(bundle_meta: dict, qdir: Path, checkpoint: Path) -> dict:
         fake.mkdir()
         shutil.copy(qdir / "quantize.json", fake / "quantize.json")
         shutil.copy(qdir / "ptq.pt", fake / "quantized.pt")
-        cov = float(bundle_meta["interval"]["coverage"])
-        meta = run_export(checkpoint, Path(tmp) / "b", quantized=fake, coverage=cov,
+        meta = run_export(checkpoint, Path(tmp) / "b", quantized=fake,
+                          coverage=bundle_meta.interval.coverage,
                           formats=["openvino-int8", "onnx-int8"], log=lambda s: None)
-        return meta["variants"]
+        return _as_rows(meta)
+
+
+def _as_rows(meta: object) -> dict:
+    """Variant name → {"metrics": {...}} with the per-variant interval width folded in."""
+    per = meta.provenance.calibration.get("interval_per_variant", {})  # type: ignore[attr-defined]
+    return {n: {"metrics": {**v.metrics, "interval_halfwidth_gcm2":
+                            per.get(n, {}).get("halfwidth_gcm2", float("nan"))}}
+            for n, v in meta.variants.items()}  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -36,9 +44,11 @@ def main() -> None:
     ap.add_argument("quantize_dir", type=Path)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("report.md"))
     args = ap.parse_args()
-    meta = json.loads((args.bundle / "bundle.json").read_text())
+    from bmd_edge.bundle import Bundle
+
+    meta = Bundle.load(args.bundle, allow_unsigned=True).meta  # a fresh export, before pinning
     rec = json.loads((args.quantize_dir / "quantize.json").read_text())
-    v = meta["variants"]
+    v = _as_rows(meta)
     ptq = _ptq_variants(meta, args.quantize_dir, Path(rec["checkpoint"]))
     fp32 = v["openvino-fp32"]["metrics"]
     rows, checks = [], []
@@ -65,10 +75,10 @@ def main() -> None:
     qc = rec["quantize_config"]
     lines = [
         "# Calibration report", "",
-        f"Bundle `{args.bundle}` ({meta['model']['name']} {meta['model']['version']}); written by "
+        f"Bundle `{args.bundle}` ({meta.model.name} {meta.model.version}); written by "
         "`calibration/make_report.py`. Metrics on the held-out test half "
-        f"(n={meta['calibration']['test_cases']}); interval calibrated on the other half "
-        f"(n={meta['interval']['n_calibration']}, {meta['interval']['coverage']:.0%} split conformal). "
+        f"(n={meta.provenance.calibration['test_cases']}); interval calibrated on the other half "
+        f"(n={meta.interval.n_calibration}, {meta.interval.coverage:.0%} split conformal). "
         f"OpenVINO runs pinned to f32 inference precision.", "",
         f"Quantization: NNCF PTQ (model_type={qc['model_type']}, kept float: {qc['keep_float']}, "
         f"{rec['summary']['int8-ranges']['n']} stratified calibration cases, BN folded: "
@@ -79,7 +89,7 @@ def main() -> None:
         f"PyTorch on the same cases: fp32 MAE {t['fp32']['mae']:.4f}, PTQ {t['ptq']['mae']:.4f}, "
         f"QAT {t['qat']['mae']:.4f} g/cm².", "", "## Acceptance", "",
         *[f"- [{'x' if ok else ' '}] {name}" for name, ok in checks], "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.provenance.versions.items()), "",
     ]
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(args.out.read_text())

@@ -6,14 +6,16 @@ quantile (coverage 0.947 on 600 fresh cases, issue 4 wants within 3 points of 0.
 a separate calibration cohort (seed 4242: not 0, which trained the model, and not 12345, which
 benchmarks/interval_coverage.py tests on), runs the bundle's int8 variant through the same
 `Predictor` the CLI uses (OpenVINO by default), takes the half-width from
-`bmd_edge.compress.conformal.conformal_halfwidth`, writes it into bundle.json's `interval`,
-re-signs `meta_sha256` with `bmd_edge.bundle.meta_digest` and replaces bundle.json atomically.
+`bmd_edge.compress.conformal.conformal_halfwidth`, writes it into bundle.json's `interval`
+and re-stamps the model files' embedded copy (`bundle_embed.restamp_folder`). The shipped bundle
+is pinned by digest: the script prints the new digest for `bmd_edge/bundle_trust.py`
+(or pass --sign-key to sign another bundle).
 
     .venv/bin/python calibration/recalibrate_interval.py [--n 800] [--seed 4242] [--size 256]
         [--bundle export] [--backend openvino] [--cohort DIR] [--dry-run]
 
-Model files are not touched, so `files` (their sha256 sums; bundle.json is not among them)
-stays valid. Writes calibration/interval.md.
+Model weights are not touched; only their embedded metadata and so their sha256 sums change.
+Writes calibration/interval.md.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import json
-import os
 import shutil
 import sys
 import tempfile
@@ -64,20 +64,6 @@ def predict_cohort(bundle: Path, cohort: Path, rows: list[dict[str, str]],
     return np.array([o.bmd_gcm2 for o in preds], np.float64), p.variant, gated
 
 
-def write_json_atomic(path: Path, meta: dict) -> None:
-    """bundle.json in the exact spelling write_bundle uses, via a temp file and one rename."""
-    fd, tmp = tempfile.mkstemp(prefix=".bundle.json.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=ROOT / "export")
@@ -89,20 +75,22 @@ def main() -> None:
                     help="reuse a cohort folder already generated with these n/seed/size")
     ap.add_argument("--report", type=Path, default=ROOT / "calibration" / "interval.md")
     ap.add_argument("--dry-run", action="store_true", help="compute and print; write nothing")
+    ap.add_argument("--sign-key", type=Path, default=None, help="sign the result (not pinned)")
     args = ap.parse_args()
     if args.seed in (0, 12345):
         sys.exit(f"error: seed {args.seed} is the training (0) or coverage-test (12345) cohort; "
                  "give another seed")
 
-    from bmd_edge.bundle import META_FILE, Bundle, meta_digest
+    from dataclasses import replace
+
+    from bmd_edge.bundle import META_FILE, Bundle, Interval
+    from bmd_edge.bundle_embed import restamp_folder
     from bmd_edge.compress.conformal import conformal_halfwidth, empirical_coverage
 
     meta_path = args.bundle / META_FILE
-    Bundle.load(args.bundle)  # refuse to re-sign a bundle that already fails verification
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    assert META_FILE not in meta["files"], "bundle.json must not list its own hash"
-    old = dict(meta["interval"])
-    coverage = float(old.get("coverage", 0.9))
+    bundle = Bundle.load(args.bundle)  # refuse to re-stamp a bundle that is not trusted
+    old = bundle.meta.interval.to_dict()
+    coverage = bundle.meta.interval.coverage
 
     work = Path(tempfile.mkdtemp(prefix="bmd-recal-"))
     t0 = time.perf_counter()
@@ -138,12 +126,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         return
 
-    meta["interval"] = {**old, "method": iv.method, "coverage": iv.coverage,
-                        "halfwidth_gcm2": iv.halfwidth_gcm2, "n_calibration": iv.n_calibration,
-                        "variant": variant, "calibration_set": cal_set}
-    meta["meta_sha256"] = meta_digest(meta)
-    write_json_atomic(meta_path, meta)
-    Bundle.load(args.bundle)  # the re-signed bundle verifies (meta_sha256 and every file)
+    new = Interval(iv.method, iv.coverage, iv.halfwidth_gcm2, iv.n_calibration, variant, cal_set)
+    written = restamp_folder(args.bundle, replace(bundle.meta, interval=new), args.sign_key)
+    print(f"new digest (pin it in bmd_edge/bundle_trust.py PINNED_DIGESTS): {written.digest()}")
 
     today = dt.date.today().isoformat()
     L = ["# Split-conformal interval of the shipped bundle: recalibration", "",
@@ -167,12 +152,10 @@ def main() -> None:
          f"Cohort generated in {gen_s:.0f} s"
          + ("" if args.cohort is None else f" (reused from {cohort})")
          + f", inference {run_s:.0f} s.", "",
-         ("Only bundle.json changed (`interval`, then `meta_sha256` via `bmd_edge.bundle."
-          "meta_digest`); the model files and their `files` sums are untouched. The metadata "
-          "copy embedded in the model files (ONNX metadata_props / OpenVINO rt_info) and the "
-          "per-variant `metrics.interval_halfwidth_gcm2` still hold the export-time values; "
-          "inference reads the interval from bundle.json. Held-out check: "
-          "benchmarks/results/interval_coverage.md."), ""]
+         ("bundle.json's `interval` changed, and with it the metadata copy embedded in the "
+          "model files (`bundle_embed.restamp_folder`: IR rt_info and ONNX metadata_props; "
+          "weights untouched) and their `files` sums; the shipped bundle's pinned digest must be "
+          "updated. Held-out check: benchmarks/results/interval_coverage.md."), ""]
     args.report.write_text("\n".join(L), encoding="utf-8")
     print(f"wrote {meta_path} and {args.report}")
     shutil.rmtree(work, ignore_errors=True)

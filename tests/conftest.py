@@ -43,3 +43,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def realworld_dir() -> Path:
     """The real-world test files (never copied into the repo); CI must have them."""
     return require_realworld()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _trust_the_tiny_test_key(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tiny test bundles are signed with a fixed test key; this suite (only) trusts it."""
+    from bmd_edge.bundle_trust import TRUSTED_KEYS_ENV
+    from bmd_edge.runtime.tiny import tiny_signing_key
+
+    _, pub = tiny_signing_key(tmp_path_factory.mktemp("tiny_key"))
+    os.environ[TRUSTED_KEYS_ENV] = str(pub)

@@ -71,7 +71,7 @@ def test_two_rows_in_subprocesses_json_markdown_png(cohort, tmp_path: Path) -> N
     assert [r.name for r in res.variants] == ["ort-fp32", "ov-f32"]
     from bmd_edge.bundle import Bundle
 
-    want = _expected_mae(manifest, Bundle.load(bundle).schema)
+    want = _expected_mae(manifest, Bundle.load(bundle).meta.input.schema.data)
     for r in res.variants:
         assert r.status == "ok", r.reason
         assert r.metrics["mae"] == pytest.approx(want, abs=1e-5)   # same cases in both processes
@@ -277,13 +277,20 @@ def test_accuracy_matches_scikit_learn() -> None:
 
 
 def test_int8_method_implied_by_calibration_record() -> None:
-    from bmd_edge.benchmark.runner import _tag_methods
+    from dataclasses import replace
 
-    meta = {"variants": {"openvino-int8": {"file": "m.xml", "runtime": "openvino", "precision": "int8"},
-                         "openvino-fp32": {"file": "f.xml", "runtime": "openvino", "precision": "fp32"},
-                         "x": {"file": "x.xml", "runtime": "openvino", "precision": "int8", "method": "ptq"}},
-            "calibration": {"torch_metrics_test": {"fp32": {}, "ptq": {}, "qat": {}}}}
-    tagged = _tag_methods(meta)
+    from bmd_edge.bundle import Provenance
+    from bmd_edge.benchmark.runner import _tag_methods
+    from bmd_edge.runtime.tiny import test_meta
+
+    meta = test_meta("m", 32, {"openvino-int8": ("m.xml", "openvino", "int8"),
+                               "openvino-fp32": ("f.xml", "openvino", "fp32"),
+                               "x": ("x.xml", "openvino", "int8")})
+    meta = replace(meta, variants={**meta.variants,
+                                   "x": replace(meta.variants["x"], method="ptq")},
+                   provenance=Provenance("none", {"torch_metrics_test": {
+                       "fp32": {}, "ptq": {}, "qat": {}}}, {}))
+    tagged = _tag_methods(meta, tuple(meta.variants))
     assert tagged["openvino-int8"]["method"] == "qat"
     assert "method" not in tagged["openvino-fp32"] and tagged["x"]["method"] == "ptq"
     plans = {p.name: p for p in plan_variants(tagged, Path("/b"))}

@@ -29,13 +29,10 @@ def real_bundle(out: Path, size: int = 64) -> Path:
     """A real XAttn-BMD graph (random weights, fixed seed) in a verified bundle."""
     import torch
 
-    from bmd_edge import __version__
-    from bmd_edge.bundle import staging_dir, write_bundle
+    from bmd_edge.bundle import staging_dir
     from bmd_edge.compress.export import export_onnx
     from bmd_edge.model import ModelConfig, build_model
-    from bmd_edge.preprocess import PreprocessSpec
-    from bmd_edge.references import default_references
-    from bmd_edge.schema import schema_to_dict
+    from bmd_edge.runtime.tiny import finish_test_bundle, test_meta
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="resnet10t", width=8, d_model=32, n_heads=4, n_layers=1,
@@ -44,20 +41,10 @@ def real_bundle(out: Path, size: int = 64) -> Path:
     stage = staging_dir(out)
     example = (torch.rand(2, 1, size, size), torch.randn(2, 10), torch.ones(2, 10))
     export_onnx(model, example, stage / "model_fp32.onnx")
-    meta = {
-        "model": {"name": "determinism-probe", "version": "0"},
-        "intended_use": "test fixture only", "training_data": "none (random weights)",
-        "input": {"preprocess": PreprocessSpec(size=size).to_dict(), "schema": schema_to_dict(),
-                  "names": ["image", "values", "present"]},
-        "output": {"name": "bmd", "unit": "g/cm2", "scale": "GE Lunar femoral neck"},
-        "references": default_references(), "screening_threshold_gcm2": 0.899,
-        "interval": {"method": "split-conformal", "coverage": 0.9, "halfwidth_gcm2": 0.1,
-                     "n_calibration": 0},
-        "variants": {"onnx_fp32": {"file": "model_fp32.onnx", "runtime": "onnxruntime",
-                                   "precision": "fp32", "metrics": {}}},
-        "calibration": {}, "versions": {"bmd_edge": __version__},
-    }
-    return write_bundle(stage, meta, out, overwrite=True)
+    meta = test_meta("determinism-probe", size,
+                     {"onnx_fp32": ("model_fp32.onnx", "onnxruntime", "fp32")},
+                     halfwidth=0.1, training_data="none (random weights)")
+    return finish_test_bundle(stage, meta, out)
 
 
 @pytest.fixture(scope="module")

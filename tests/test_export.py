@@ -75,8 +75,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             str(manifest), "--out", str(root / "q"), "--subset-size", "12",
                             "--qat-epochs", "1", "--batch-size", "8"])
     assert r.exit_code == 0, r.output
+    from bmd_edge.bundle_trust import write_keypair
+
+    write_keypair(root / "key.pem", root / "key.pub")  # this test's own signing key
     r = runner.invoke(app, ["export", "--checkpoint", str(root / "best.pt"), "--quantized",
-                            str(root / "q"), "--out", str(root / "bundle"), "--coverage", "0.8"])
+                            str(root / "q"), "--out", str(root / "bundle"), "--coverage", "0.8",
+                            "--sign-key", str(root / "key.pem")])
     assert r.exit_code == 0, r.output
     # Reference outputs from PyTorch on inputs with an odd batch size (dynamic batch check).
     from bmd_edge.compress.pipeline import _build
@@ -90,7 +94,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ref = {"fp32": model(*x)[0].numpy(), "int8": qmodel(*x)[0].numpy()}
     np.savez(root / "ref.npz", image=x[0].numpy(), values=x[1].numpy(), present=x[2].numpy(),
              **ref)
-    return {"root": root, "bundle": root / "bundle", "ref": root / "ref.npz", "out": r.output}
+    return {"root": root, "bundle": root / "bundle", "ref": root / "ref.npz", "out": r.output,
+            "pub": root / "key.pub"}
 
 
 BLOCK_TORCH = """
@@ -106,13 +111,13 @@ RUN_VARIANTS = BLOCK_TORCH + """
 import json, numpy as np
 from bmd_edge.bundle import Bundle
 from bmd_edge.compress.export import run_model_file
-b = Bundle.load(sys.argv[1])
+b = Bundle.load(sys.argv[1], trusted_keys=(sys.argv[3],))
 ref = np.load(sys.argv[2])
 batch = [(ref["image"], ref["values"], ref["present"])]
 out = {}
 for name, var in b.variants.items():
-    pred, prec = run_model_file(b.model_file(name), batch)
-    out[name] = {"diff": float(np.abs(pred - ref[var["precision"]]).max()), "prec": prec,
+    pred, prec = run_model_file(b.verified_file(name), batch)
+    out[name] = {"diff": float(np.abs(pred - ref[var.precision]).max()), "prec": prec,
                  "n": int(pred.shape[0])}
 assert "torch" not in sys.modules
 print(json.dumps(out))
@@ -121,7 +126,7 @@ print(json.dumps(out))
 
 def test_every_variant_runs_torch_free_and_matches_torch(built: dict) -> None:
     proc = subprocess.run([sys.executable, "-c", RUN_VARIANTS, str(built["bundle"]),
-                           str(built["ref"])], capture_output=True, text=True, cwd=REPO,
+                           str(built["ref"]), str(built["pub"])], capture_output=True, text=True, cwd=REPO,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -134,35 +139,36 @@ def test_every_variant_runs_torch_free_and_matches_torch(built: dict) -> None:
 
 
 def test_bundle_json_content(built: dict) -> None:
-    b = Bundle.load(built["bundle"])
+    b = Bundle.load(built["bundle"], trusted_keys=(built["pub"],))
+    assert b.trust.kind == "signed"
     m = b.meta
-    assert m["screening_threshold_gcm2"] == 0.899
-    assert m["input"]["names"] == ["image", "values", "present"]
-    assert m["output"]["unit"] == "g/cm2"
-    assert m["references"]["t_score"]["mean_gcm2"] == pytest.approx(1.0386, abs=1e-4)
-    assert m["interval"]["method"] == "split-conformal" and m["interval"]["coverage"] == 0.8
+    assert m.references.screening_threshold_gcm2 == 0.899
+    assert m.output.unit == "g/cm2"
+    assert m.references.tables["t_score"]["mean_gcm2"] == pytest.approx(1.0386, abs=1e-4)
+    assert m.interval.method == "split-conformal" and m.interval.coverage == 0.8
     # 15 held-out cases, interleaved by label rank: 8 set the interval, 7 are scored.
-    assert m["interval"]["n_calibration"] == 8 and m["calibration"]["test_cases"] == 7
-    for name, var in m["variants"].items():
-        assert {"mae", "rmse", "r2", "auc"} <= set(var["metrics"]), name
-    assert set(m["files"]) == {"model_int8.xml", "model_int8.bin", "model_int8.onnx",
-                               "model_fp32.xml", "model_fp32.bin", "model_fp32.onnx"}
-    assert "not for diagnosis" in m["intended_use"]
+    assert m.interval.n_calibration == 8 and m.provenance.calibration["test_cases"] == 7
+    for name, var in m.variants.items():
+        assert {"mae", "rmse", "r2", "auc"} <= set(var.metrics), name
+    assert set(m.files) == {"model_int8.xml", "model_int8.bin", "model_int8.onnx",
+                            "model_fp32.xml", "model_fp32.bin", "model_fp32.onnx"}
+    assert "not for diagnosis" in m.intended_use
     # int8 weights really are int8: the folded ONNX is smaller than the fp32 one.
-    sizes = {n: v["metrics"]["size_bytes"] for n, v in m["variants"].items()}
-    assert sizes["onnx-int8"] < 0.7 * sizes["onnx-fp32"]
+    sizes = {n: v.metrics["size_bytes"] for n, v in m.variants.items()}
+    assert sizes["onnx-int8"] < 0.7 * sizes["onnx-fp32"]  # type: ignore[operator]
 
 
 def test_metadata_is_inside_the_model_files(built: dict) -> None:
     import onnx
     import openvino as ov
 
-    meta = json.loads((built["bundle"] / META_FILE).read_text())
+    meta = Bundle.load(built["bundle"], trusted_keys=(built["pub"],)).meta
     props = {p.key: p.value for p in onnx.load(str(built["bundle"] / "model_int8.onnx")).metadata_props}
     inner = json.loads(props["bmd_edge.metadata"])
-    assert inner["interval"] == meta["interval"] and "files" not in inner
+    assert inner == meta.embedded() and "files" not in inner and "signature" not in inner
     model = ov.Core().read_model(str(built["bundle"] / "model_int8.xml"))
-    assert model.get_rt_info(["bmd_edge", "format_version"]).astype(str) == "bmd-edge-bundle/1"
+    assert model.get_rt_info(["bmd_edge", "format_version"]).astype(str) == "bmd-edge-bundle/2"
+    assert json.loads(model.get_rt_info(["bmd_edge", "metadata"]).astype(str)) == inner
     assert {o.get_any_name() for o in model.outputs} >= {"field_attention"}
 
 
@@ -206,8 +212,13 @@ def test_tampered_byte_fails_naming_the_file(built: dict, tmp_path: Path, name: 
     i = data.index(b"0.899") + 4 if name == META_FILE else len(data) // 2
     data[i] = (data[i] + 1) % 256 if name != META_FILE else ord("7")
     (copy / name).write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=f"checksum mismatch for file {name}"):
-        Bundle.load(copy)
+    variant = {"model_int8.bin": "openvino-int8", "model_int8.xml": "openvino-int8",
+               "model_int8.onnx": "onnx-int8", "model_fp32.onnx": "onnx-fp32",
+               "model_fp32.bin": "openvino-fp32", META_FILE: "onnx-int8"}[name]
+    message = ("signature does not match its content" if name == META_FILE
+               else f"checksum mismatch for file {name}")
+    with pytest.raises(BundleError, match=message):
+        Bundle.load(copy, trusted_keys=(built["pub"],)).verified_file(variant)
 
 
 def test_export_rejects_unknown_format_and_needs_quantized_for_int8(built: dict) -> None:

@@ -83,14 +83,13 @@ def test_batch_predict_interrupted_leaves_no_results_file(work: Path, tmp_path: 
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from bmd_edge.bundle import staging_dir, write_bundle
-    from bmd_edge.runtime.tiny import write_tiny_bundle
+    from bmd_edge.bundle import BundleMeta, staging_dir, write_bundle
     import json
     src = Path(sys.argv[2])
-    meta = json.loads((src / "bundle.json").read_text())
+    meta = BundleMeta.from_dict(json.loads((src / "bundle.json").read_text()))
     out = Path(sys.argv[1])
     stage = staging_dir(out)
-    for f in ("model_int8.onnx", "model_fp32.onnx"):
+    for f in meta.files:
         (stage / f).write_bytes((src / f).read_bytes())
     with open(stage / "model_fp32.bin", "wb") as fh:   # a slow, large weights file
         for i in range(2000):
@@ -99,7 +98,6 @@ WRITER = textwrap.dedent("""
             if i == 5:
                 print("STARTED", flush=True)
             time.sleep(0.005)
-    meta.pop("files"); meta.pop("meta_sha256")
     write_bundle(stage, meta, out)
     print("DONE", flush=True)
 """)

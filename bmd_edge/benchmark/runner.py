@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from bmd_edge.benchmark.machine import MachineInfo, detect_machine
 from bmd_edge.benchmark.measure import Feeds, MeasureConfig, Measurement, measure_variant
 from bmd_edge.benchmark.variants import VariantPlan, plan_variants, with_status
 from bmd_edge.errors import InputError
-
-SCREEN_THRESHOLD = 0.899   # g/cm², T = -1 GE Lunar FN; low BMD is the positive class
+from bmd_edge.references import SCREENING_THRESHOLD_GCM2 as SCREEN_THRESHOLD  # T = -1, GE Lunar FN
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class BenchConfig:
     peak_size: int = 1024                   # peak matmul M = K = N
     decode_sizes: tuple[int, ...] = (512, 2048)   # decode+preprocess rows; () skips them
     timeout_s: float = 1800.0               # per-variant worker limit
+    allow_unsigned: bool = False            # benchmark a bundle nobody vouches for
 
 
 @dataclass(frozen=True)
@@ -262,20 +262,37 @@ def _with_speedups(rows: list[VariantResult]) -> list[VariantResult]:
             if r.latency_ms is not None else r for r in rows]
 
 
-def _tag_methods(meta: dict[str, Any]) -> dict[str, Any]:
-    """Bundle variants, int8 ones tagged "qat"/"ptq" when bundle.json says so only indirectly.
+def _tag_methods(meta: Any, installed: tuple[str, ...]) -> dict[str, Any]:
+    """Installed bundle variants as rows' dicts, int8 ones tagged "qat"/"ptq" when bundle.json
+    says so only indirectly.
 
     `bmd-edge export` writes its int8 files from quantize's `quantized.pt`, which is the QAT
-    model whenever QAT ran; the calibration record then holds QAT metrics. An explicit
-    `method` on the variant always wins.
+    model whenever QAT ran; the calibration record then holds QAT metrics. A variant's own
+    `method` always wins.
     """
-    variants = {k: dict(v) for k, v in meta.get("variants", {}).items()}
-    torch_metrics = (meta.get("calibration") or {}).get("torch_metrics_test") or {}
+    variants = {n: meta.variants[n].to_dict() for n in installed}
+    torch_metrics = meta.provenance.calibration.get("torch_metrics_test") or {}
     implied = "qat" if "qat" in torch_metrics else "ptq" if "ptq" in torch_metrics else None
     for v in variants.values():
-        if str(v.get("precision")) == "int8" and "method" not in v and implied:
+        if v["precision"] == "int8" and "method" not in v and implied:
             v["method"] = implied
     return variants
+
+
+def _derived_float(b: Any, variants: dict[str, Any]) -> dict[str, Any]:
+    """A float row made from the int8 ONNX when the bundle ships no fp32 OpenVINO/ONNX file."""
+    from bmd_edge.benchmark.derived import DERIVED_KEY, dequantized_ir
+    from bmd_edge.runtime.backends import user_cache_dir
+
+    if any(v["precision"] == "fp32" for v in variants.values()):
+        return {}
+    source = next((n for n, v in variants.items()
+                   if v["precision"] == "int8" and v["file"].endswith(".onnx")), None)
+    if source is None:
+        return {}
+    onnx_file = b.verified_file(source)
+    xml = dequantized_ir(onnx_file, b.meta.files[b.meta.variants[source].file], user_cache_dir())
+    return {DERIVED_KEY: {"file": str(xml), "runtime": "openvino", "precision": "fp32"}}
 
 
 def _load_inputs(cfg: BenchConfig) -> tuple[Any, dict | None, dict, Path | None, Path | None]:
@@ -286,13 +303,13 @@ def _load_inputs(cfg: BenchConfig) -> tuple[Any, dict | None, dict, Path | None,
     if cfg.bundle is not None:
         from bmd_edge.bundle import Bundle
 
-        b = Bundle.load(cfg.bundle)
-        ref = b.meta.get("checkpoint") or b.meta.get("model", {}).get("checkpoint")
-        if checkpoint is None and ref:
-            rel = ref.get("file") if isinstance(ref, dict) else ref
-            cand = (b.root / str(rel)).resolve()
-            checkpoint = cand if cand.is_file() else checkpoint
-        return b.preprocess_spec, b.schema, _tag_methods(b.meta), b.root, checkpoint
+        b = Bundle.load(cfg.bundle, allow_unsigned=cfg.allow_unsigned)
+        installed = b.installed()
+        for name in installed:  # hash what will run, before measuring it
+            b.verified_file(name)
+        variants = _tag_methods(b.meta, installed)
+        variants.update(_derived_float(b, variants))
+        return b.preprocess_spec, dict(b.meta.input.schema.data), variants, b.root, checkpoint
     if checkpoint is None:
         raise InputError("nothing to benchmark: pass --model BUNDLE_DIR or --checkpoint CKPT.pt")
     from bmd_edge.model.checkpoint import read_checkpoint
@@ -305,8 +322,8 @@ def run_benchmark(cfg: BenchConfig, workdir: Path | None = None) -> BenchResult:
     """Measure every row on the same cases; failures stay rows with their reasons."""
     machine = detect_machine()
     spec, schema, variants, root, checkpoint = _load_inputs(cfg)
-    plans = plan_variants(variants, root, checkpoint=checkpoint, has_bf16=machine.has_bf16,
-                          only=None)
+    plans = _explain(plan_variants(variants, root, checkpoint=checkpoint,
+                                   has_bf16=machine.has_bf16, only=None))
     overrides = dict(cfg.files)
     unknown = sorted(set(overrides) - {p.name for p in plans})
     if unknown:
@@ -355,6 +372,28 @@ def run_benchmark(cfg: BenchConfig, workdir: Path | None = None) -> BenchResult:
             "checkpoint": str(checkpoint) if checkpoint else None, "peak_size": cfg.peak_size}
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return BenchResult(machine, conf, dataset, peaks, flops, rows, decode, created)
+
+
+REBUILD_HINT = ("; fp32 files are not shipped (size budget): rebuild them with "
+                "`python export/build_default.py` (needs the train extra), then pass --model")
+
+
+def _explain(plans: list[VariantPlan]) -> list[VariantPlan]:
+    """Label derived float rows; say how to get the rows a fresh install cannot run."""
+    from bmd_edge.benchmark.derived import DERIVED_KEY, LABEL
+
+    out = []
+    for p in plans:
+        if p.bundle_variant == DERIVED_KEY:
+            p = replace(p, reason=f"{LABEL}; {p.reason}" if p.reason else LABEL)
+        elif p.status == "absent" and p.row.precision == "fp32" and "checkpoint" not in p.reason \
+                and "torch is not" not in p.reason:
+            p = replace(p, reason=p.reason + REBUILD_HINT)
+        elif p.status == "absent" and p.row.runtime == "torch":
+            p = replace(p, reason=p.reason + "; the PyTorch row needs the train extra and the "
+                        "checkpoint from `python export/build_default.py` (--checkpoint)")
+        out.append(p)
+    return out
 
 
 def _override(plan: VariantPlan, file: Path, has_bf16: bool) -> VariantPlan:

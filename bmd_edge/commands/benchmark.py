@@ -46,6 +46,7 @@ def benchmark(
     peaks: Annotated[bool, typer.Option("--peaks/--no-peaks", help="Measure the fp32/int8 matmul peaks.")] = True,
     isolate: Annotated[bool, typer.Option("--isolate/--in-process", help="One process per variant (honest peak RSS).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort (not 0: the default model trained on seed 0).")] = 2026,
+    allow_unsigned: Annotated[bool, typer.Option("--allow-unsigned", help="Benchmark a bundle that is neither the shipped one nor signed by a key you trust.")] = False,
 ) -> None:
     """Benchmark every variant (PyTorch fp32, ORT fp32/int8, OpenVINO f32/bf16/int8 PTQ/QAT) on the
     same preprocessed cases: accuracy (MAE, RMSE, R², AUC at 0.899), latency p50/p95/p99 at batch 1,
@@ -77,7 +78,7 @@ def benchmark(
         measure=MeasureConfig(threads=t, runs=runs, throughput_seconds=seconds,
                               streams=tuple(sorted({1, t}))),
         only=_parse_variants(variants or []), files=_parse_files(file or []), isolate=isolate,
-        peaks=peaks, decode_sizes=(512, 2048) if decode else (),
+        peaks=peaks, decode_sizes=(512, 2048) if decode else (), allow_unsigned=allow_unsigned,
     )
     res = run_benchmark(cfg)
     render_rich(res)

@@ -80,6 +80,7 @@ def export(
     ship: Annotated[bool, typer.Option(help="Mark fp32 variants optional (the shipped default commits int8 only).")] = False,
     training_data: Annotated[Optional[str], typer.Option(help="One-line description of the training data for bundle.json.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
+    sign_key: Annotated[Optional[Path], typer.Option(help="Ed25519 private key (PEM) to sign bundle.json with; users trust its public key (see bundle_trust.py).")] = None,
 ) -> None:
     """Export a bundle: OpenVINO IR (int8, fp32), ONNX (fp32, int8 QDQ) + bundle.json.
 
@@ -94,7 +95,8 @@ def export(
     select_formats(format)  # unknown names are rejected before any work
     meta = run_export(checkpoint, out, quantized=quantized, manifest=manifest, formats=format,
                       overwrite=overwrite, optional_fp32=ship, coverage=coverage,
-                      training_data=training_data, log=typer.echo)
-    iv = meta["interval"]
-    typer.echo(f"bundle {out}: {', '.join(meta['variants'])}; interval ±{iv['halfwidth_gcm2']:.3f} "
-               f"g/cm² ({iv['coverage']:.0%}, n={iv['n_calibration']})")
+                      training_data=training_data, sign_key=sign_key, log=typer.echo)
+    iv = meta.interval
+    typer.echo(f"bundle {out}: {', '.join(meta.variants)}; interval ±{iv.halfwidth_gcm2:.3f} "
+               f"g/cm² ({iv.coverage:.0%}, n={iv.n_calibration}); "
+               f"{'signed' if meta.signature else 'unsigned'}")

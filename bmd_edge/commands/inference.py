@@ -55,6 +55,14 @@ class Smoking(str, Enum):
     current = "current"
 
 
+ALLOW_UNSIGNED = typer.Option(
+    "--allow-unsigned", help="Run a bundle that is neither the shipped one nor signed by a key you "
+    "trust (every result then carries a warning).")
+TRUSTED_KEY = typer.Option(
+    "--trusted-key", help="An Ed25519 public key file (PEM) to trust, besides "
+    "$BMD_EDGE_TRUSTED_KEYS and ~/.config/bmd-edge/trusted_keys/*.pub.")
+
+
 def _fail(err: BmdEdgeError) -> typer.Exit:
     typer.echo(f"error: {err}", err=True)
     return typer.Exit(err.exit_code)
@@ -95,6 +103,8 @@ def predict(
         "--dicom-out", help="DICOM source: also write a Structured Report and a Secondary "
                             "Capture of the report into this folder (the source's study).")
     ] = None,
+    allow_unsigned: Annotated[bool, ALLOW_UNSIGNED] = False,
+    trusted_key: Annotated[Optional[list[Path]], TRUSTED_KEY] = None,
 ) -> None:
     """Estimate femoral-neck BMD from a hip radiograph plus age and sex (and optional facts).
 
@@ -138,7 +148,8 @@ def predict(
         from bmd_edge.runtime.predictor import Predictor
 
         predictor = Predictor.load(model, backend=backend.value, variant=variant,
-                                   threads=threads)
+                                   threads=threads, allow_unsigned=allow_unsigned,
+                                   trusted_keys=tuple(trusted_key or ()))
         if batch:
             assert out is not None
             code = _run_batch(predictor, image, out, fields, force=force, json_out=json_out,
@@ -264,22 +275,28 @@ def info(
         help="Bundle folder (default: the shipped bundle).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print bundle.json's summary as JSON.")
                         ] = False,
+    allow_unsigned: Annotated[bool, ALLOW_UNSIGNED] = False,
+    trusted_key: Annotated[Optional[list[Path]], TRUSTED_KEY] = None,
 ) -> None:
-    """Describe a model bundle: model, intended use, variants and their metrics, references."""
+    """Describe a model bundle: model, trust, intended use, installed variants, references."""
     try:
         from bmd_edge.bundle import Bundle
 
-        b = Bundle.load(model)
+        b = Bundle.load(model, allow_unsigned=allow_unsigned,
+                        trusted_keys=tuple(trusted_key or ()))
         m = b.meta
+        installed = b.installed()
         summary = {
-            "path": str(b.root), "model": m["model"], "intended_use": m["intended_use"],
-            "training_data": m["training_data"],
-            "variants": {n: {k: v.get(k) for k in ("file", "runtime", "precision", "metrics")}
-                         for n, v in b.variants.items()},
-            "interval": m["interval"], "screening_threshold_gcm2": m["screening_threshold_gcm2"],
-            "t_reference": m["references"].get("t_score", {}).get("name"),
-            "z_reference": m["references"].get("z_score", {}).get("name"),
-            "preprocess": m["input"]["preprocess"], "versions": m.get("versions", {}),
+            "path": str(b.root), "model": m.model.to_dict(), "trust": b.trust.describe(),
+            "intended_use": m.intended_use, "training_data": m.provenance.training_data,
+            "variants": {n: {k: v.to_dict()[k] for k in ("file", "runtime", "precision",
+                                                          "metrics")}
+                         for n, v in m.variants.items() if n in installed},
+            "not_installed": [n for n in m.variants if n not in installed],
+            "interval": m.interval.to_dict(),
+            "screening_threshold_gcm2": m.references.screening_threshold_gcm2,
+            "t_reference": refs_name(m, "t"), "z_reference": refs_name(m, "z"),
+            "preprocess": m.input.preprocess.to_dict(), "versions": dict(m.provenance.versions),
         }
         if json_out:
             typer.echo(json.dumps(summary, ensure_ascii=False))
@@ -288,22 +305,39 @@ def info(
         from rich.table import Table
 
         con = Console(highlight=False)
-        con.print(f"[bold]{m['model'].get('name')} {m['model'].get('version')}[/bold]  {b.root}")
-        con.print(f"Intended use: {m['intended_use']}")
-        con.print(f"Training data: {m['training_data']}")
-        tab = Table("variant", "file", "runtime", "precision", "metrics")
+        con.print(f"[bold]{m.model.name} {m.model.version}[/bold]  {b.root}")
+        con.print(f"Trust: {b.trust.describe()}")
+        con.print(f"Intended use: {m.intended_use}")
+        con.print(f"Training data: {m.provenance.training_data}")
+        tab = Table("variant", "file", "runtime", "weights", "MAE", "R²", "AUC", "size")
         for n, v in summary["variants"].items():
-            met = ", ".join(f"{k} {x:.3g}" if isinstance(x, (int, float)) else f"{k} {x}"
-                            for k, x in (v.get("metrics") or {}).items())
-            tab.add_row(n, str(v["file"]), str(v["runtime"]), str(v["precision"]), met)
+            met = v["metrics"]
+            tab.add_row(n, v["file"], v["runtime"], v["precision"], _num(met.get("mae"), ".3f"),
+                        _num(met.get("r2"), ".3f"), _num(met.get("auc"), ".3f"),
+                        _num(None if met.get("size_bytes") is None
+                             else met["size_bytes"] / 1e6, ".1f", " MB"))
         con.print(tab)
-        iv = m["interval"]
-        con.print(f"Interval: {iv.get('method')} ±{iv.get('halfwidth_gcm2')} g/cm² at "
-                  f"{iv.get('coverage')} coverage (n={iv.get('n_calibration')})")
-        con.print(f"Screening threshold: {m['screening_threshold_gcm2']} g/cm²")
+        if summary["not_installed"]:
+            con.print(f"Listed but not installed (build locally with `bmd-edge export`): "
+                      f"{', '.join(summary['not_installed'])}")
+        iv = m.interval
+        con.print(f"Interval: {iv.method} ±{iv.halfwidth_gcm2:.3f} g/cm² at "
+                  f"{iv.coverage:g} coverage (n={iv.n_calibration})")
+        con.print(f"Screening threshold: {m.references.screening_threshold_gcm2:g} g/cm²")
         con.print(f"T-score reference: {summary['t_reference']}")
         con.print(f"Z-score reference: {summary['z_reference']}")
     except BmdEdgeError as err:
         raise _fail(err) from None
     finally:
         sys.stdout.flush()
+
+
+def refs_name(meta: Any, which: str) -> str:
+    from bmd_edge import references as refs
+
+    tables = meta.references.tables
+    return refs.t_reference_name(tables) if which == "t" else refs.z_reference_name(tables)
+
+
+def _num(x: object, fmt: str, unit: str = "") -> str:
+    return "–" if not isinstance(x, (int, float)) else f"{x:{fmt}}{unit}"

@@ -15,7 +15,6 @@ place.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -130,33 +129,3 @@ def write_variant(fmt: ExportFormat, stage: Path, fp32_model: Any, qmodel: Any |
             shutil.rmtree(tmp_src.parent, ignore_errors=True)
     else:  # a row in formats.py without a writer here is a programming error
         raise BundleError(f"no writer for export format {fmt.name!r}")
-
-
-def stamp_metadata(path: Path, meta: dict[str, Any]) -> None:
-    """Put the bundle metadata inside a model file (ONNX metadata_props / OpenVINO rt_info)."""
-    text = json.dumps(meta, sort_keys=True, ensure_ascii=False)
-    flat = {"bmd_edge.format_version": str(meta.get("format_version", "")),
-            "bmd_edge.model": json.dumps(meta.get("model", {})),
-            "bmd_edge.output": "bmd g/cm2 (GE Lunar femoral neck)",
-            "bmd_edge.screening_threshold_gcm2": str(meta.get("screening_threshold_gcm2")),
-            "bmd_edge.metadata": text}
-    if path.suffix == ".onnx":
-        import onnx
-
-        model = onnx.load(str(path))
-        del model.metadata_props[:]
-        for k, v in flat.items():
-            model.metadata_props.add(key=k, value=v)
-        onnx.save(model, str(path))
-    elif path.suffix == ".xml":
-        import openvino as ov
-
-        core = ov.Core()
-        model = core.read_model(str(path))
-        for k, v in flat.items():
-            model.set_rt_info(v, ["bmd_edge", k.split(".", 1)[1]])
-        tmp = path.with_name(path.stem + ".stamp.xml")
-        ov.save_model(model, str(tmp), compress_to_fp16=False)
-        del model, core
-        tmp.replace(path)
-        tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))

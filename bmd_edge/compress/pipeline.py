@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bmd_edge.errors import InputError
+from bmd_edge.references import SCREENING_THRESHOLD_GCM2
 
 Log = Callable[[str], None]
-SCREEN = 0.899
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def metrics_of(label: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, R², AUC at 0.899 (the four numbers the bundle keeps per variant)."""
     from bmd_edge.training.metrics import all_metrics
 
-    m = all_metrics(label, pred, SCREEN)
+    m = all_metrics(label, pred, SCREENING_THRESHOLD_GCM2)
     return {k: round(float(m[k]), 6) for k in ("mae", "rmse", "r2", "auc")}
 
 
@@ -134,11 +134,17 @@ def run_quantize(checkpoint: str | Path, manifest: str | Path, out: str | Path,
     import torch
 
     from bmd_edge.compress import calibration as cal
-    from bmd_edge.compress.quantize import (QuantizeConfig, fold_batchnorm, predict_batches, ptq,
-                                            qat, save_quantized)
+    from bmd_edge.compress.quantize import (
+        QuantizeConfig,
+        fold_batchnorm,
+        predict_batches,
+        ptq,
+        qat,
+        save_quantized,
+    )
     from bmd_edge.training.config import TrainConfig
-    from bmd_edge.training.trainer import make_loader, make_loss
     from bmd_edge.training.data import BmdDataset
+    from bmd_edge.training.trainer import make_loader, make_loss
 
     cfg = cfg or QuantizeConfig()
     out = Path(out)
@@ -213,17 +219,20 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
                manifest: str | Path | None = None, formats: Sequence[str] | None = None,
                overwrite: bool = False, optional_fp32: bool = False, coverage: float = 0.9,
                batch_size: int = 16, training_data: str | None = None,
-               model_name: str = "xattn-bmd", log: Log = print) -> dict[str, Any]:
-    """Write a verified bundle to `out`; returns bundle.json's content."""
+               model_name: str = "xattn-bmd", sign_key: str | Path | None = None,
+               log: Log = print) -> Any:
+    """Write a verified bundle to `out` (signed with `sign_key` if given); returns its
+    `bundle.BundleMeta`."""
     import shutil
 
     import torch
 
     from bmd_edge import __version__
-    from bmd_edge.bundle import FORMAT_VERSION, embedded_metadata, staging_dir, write_bundle
+    from bmd_edge.bundle import FORMAT_VERSION, Bundle, BundleMeta, staging_dir, write_bundle
+    from bmd_edge.bundle_embed import stamp
     from bmd_edge.compress import calibration as cal
     from bmd_edge.compress.conformal import conformal_halfwidth, empirical_coverage
-    from bmd_edge.compress.export import run_model_file, stamp_metadata, write_variant
+    from bmd_edge.compress.export import run_model_file, write_variant
     from bmd_edge.compress.formats import FORMATS, select_formats
     from bmd_edge.compress.quantize import load_quantized, predict_batches
     from bmd_edge.references import default_references
@@ -278,15 +287,17 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
         y = data.label.astype(np.float64)
         variants: dict[str, Any] = {}
         intervals: dict[str, Any] = {}
+        per_variant_interval: dict[str, Any] = {}
         for fmt in chosen:
             pred, precision = run_model_file(stage / fmt.file, batches)
             iv = conformal_halfwidth(y[interval_idx], pred[interval_idx], coverage)
             intervals[fmt.name] = iv
             m = metrics_of(y[test_idx], pred[test_idx])
             m["max_abs_diff_vs_torch_gcm2"] = float(np.abs(pred - ref[fmt.precision]).max())
-            m["interval_halfwidth_gcm2"] = round(iv.halfwidth_gcm2, 6)
-            m["interval_coverage_test"] = round(empirical_coverage(y[test_idx], pred[test_idx],
-                                                                   iv.halfwidth_gcm2), 4)
+            per_variant_interval[fmt.name] = {
+                "halfwidth_gcm2": round(iv.halfwidth_gcm2, 6),
+                "coverage_test": round(empirical_coverage(y[test_idx], pred[test_idx],
+                                                          iv.halfwidth_gcm2), 4)}
             m["size_bytes"] = sum((stage / f).stat().st_size for f in fmt.files)
             variants[fmt.name] = {"file": fmt.file, "files": list(fmt.files), "runtime": fmt.runtime,
                                   "precision": fmt.precision, "inference_precision": precision,
@@ -303,14 +314,13 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
                       "split": "held-out cases interleaved by label rank: even → interval, odd → test",
                       "quantize_config": rec.get("quantize_config"),
                       "torch_metrics_test": {**{"fp32": metrics_of(y[test_idx], ref["fp32"][test_idx])},
-                                             **rec.get("torch_metrics", {})}}
+                                             **rec.get("torch_metrics", {})},
+                      "interval_per_variant": per_variant_interval}
         bundle_meta = {
             "format_version": FORMAT_VERSION,
             "model": {"name": model_name, "version": __version__,
                       "config": meta["model_config"], "label": meta.get("label")},
             "intended_use": INTENDED_USE,
-            "training_data": training_data or f"checkpoint {Path(checkpoint).name}; cases from "
-                                              f"manifest {Path(manifest).name}",
             "input": {"preprocess": spec.to_dict(), "schema": meta.get("schema") or schema_to_dict(),
                       "names": ["image", "values", "present"],
                       "shapes": {"image": ["batch", 1, spec.size, spec.size],
@@ -318,20 +328,23 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
                                  "present": ["batch", len(data.values[0])]}},
             "output": {"name": "bmd", "unit": "g/cm2", "scale": "GE Lunar femoral neck",
                        "attention": "field_attention (batch, fields): share of metadata attention"},
-            "references": default_references(),
-            "screening_threshold_gcm2": SCREEN,
+            "references": {**default_references(),
+                           "screening_threshold_gcm2": SCREENING_THRESHOLD_GCM2},
             "interval": {**intervals[primary].to_dict(), "variant": primary},
             "variants": variants,
-            "calibration": calib_meta,
-            "versions": versions(),
-            "files": {},
+            "provenance": {
+                "training_data": training_data or f"checkpoint {Path(checkpoint).name}; cases "
+                                                  f"from manifest {Path(manifest).name}",
+                "calibration": calib_meta, "versions": versions()},
+            # placeholders until write_bundle hashes the stamped files
+            "files": {f: "0" * 64 for fmt in chosen for f in fmt.files},
         }
-        embedded = embedded_metadata(bundle_meta)
+        typed = BundleMeta.from_dict(bundle_meta)  # the one validation, before any stamping
         for fmt in chosen:
-            stamp_metadata(stage / fmt.file, embedded)
-        write_bundle(stage, bundle_meta, out, overwrite=overwrite)
+            stamp(stage / fmt.file, typed.embedded())
+        write_bundle(stage, typed, out, overwrite=overwrite, sign_key=sign_key)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     del torch
-    return json.loads((Path(out) / "bundle.json").read_text(encoding="utf-8"))
+    return Bundle.load(out, allow_unsigned=True).meta

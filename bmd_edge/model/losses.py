@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmd_edge.errors import InputError
-
-SCREENING_THRESHOLD_GCM2 = 0.899  # FN T-score -1 on GE Lunar (DESIGN.md)
+from bmd_edge.references import SCREENING_THRESHOLD_GCM2  # T = -1, GE Lunar FN
 
 
 class WeightedSmoothL1Loss(nn.Module):

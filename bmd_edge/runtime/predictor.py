@@ -25,7 +25,6 @@ from bmd_edge.runtime.backends import SessionConfig, default_threads, open_sessi
 from bmd_edge.runtime.quality_gate import check_quality
 
 PREDICTION_SCHEMA_VERSION = 1
-DEFAULT_THRESHOLD = 0.899
 SIDES = ("left", "right")
 
 ImageLike = Union[str, Path, np.ndarray, Any]  # path, float32 H×W in [0,1], or a Radiograph
@@ -103,28 +102,6 @@ class Prepared:
     patient_ids: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
-def _choose_variant(variants: Mapping[str, Mapping[str, Any]], backend: str,
-                    wanted: str | None) -> str:
-    """A variant name: exact name, or a precision ("int8"/"fp32") for this backend."""
-    if wanted is not None and wanted in variants:
-        return wanted
-    precision = wanted or "int8"
-
-    def usable(v: Mapping[str, Any]) -> bool:
-        suffix = Path(str(v.get("file", ""))).suffix
-        return suffix == ".onnx" if backend == "onnxruntime" else suffix in (".xml", ".onnx")
-
-    ranked = sorted(
-        (n for n, v in variants.items() if usable(v) and v.get("precision") == precision),
-        key=lambda n: (variants[n].get("runtime") != backend, n))
-    if not ranked:
-        have = ", ".join(f"{n} ({v.get('runtime')}, {v.get('precision')})"
-                         for n, v in variants.items()) or "none"
-        raise BundleError(f"bundle has no {precision!r} variant that {backend} can run; "
-                          f"variants: {have}")
-    return ranked[0]
-
-
 def _fmt(x: object) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
@@ -143,43 +120,43 @@ class Predictor:
         self.bundle = bundle
         self.session = session
         self.variant = variant
-        meta = bundle.meta
+        meta = bundle.meta                            # a validated bundle.BundleMeta
         self.meta = meta
-        self.spec = bundle.preprocess_spec
-        self.schema: Mapping[str, Any] | None = meta.get("input", {}).get("schema")
-        self.field_names: tuple[str, ...] = tuple(
-            (self.schema or {}).get("names") or _default_field_names())
-        self.references: Mapping[str, Any] = meta.get("references") or \
-            refs_mod.default_references()
-        refs_mod.validate_references(self.references)
-        self.threshold = float(meta.get("screening_threshold_gcm2", DEFAULT_THRESHOLD))
-        self.interval_meta: Mapping[str, Any] | None = meta.get("interval")
-        model = meta.get("model", {})
-        self.model_name = str(model.get("name", "unknown"))
-        self.model_version = str(model.get("version", "unknown"))
-        self.intended_use = str(meta.get("intended_use", ""))
-        vprec = str(bundle.variants[variant].get("precision", "fp32"))
+        self.spec = meta.input.preprocess
+        self.schema: Mapping[str, Any] = meta.input.schema.data
+        self.field_names: tuple[str, ...] = meta.input.schema.names
+        self.references: Mapping[str, Any] = meta.references.tables
+        self.threshold = meta.references.screening_threshold_gcm2
+        self.interval = meta.interval
+        self.model_name = meta.model.name
+        self.model_version = meta.model.version
+        self.intended_use = meta.intended_use
+        trust_warning = getattr(bundle.trust, "warning", None)
+        self.bundle_warnings: tuple[str, ...] = (str(trust_warning),) if trust_warning else ()
+        vprec = meta.variants[variant].precision
         self.precision = f"{vprec}+{session.precision}" if vprec == "int8" else session.precision
 
     @classmethod
     def load(cls, bundle: str | Path | Any = None, backend: str = "openvino",
              variant: str | None = None, threads: int | None = None,
-             precision: str = "f32", cache: bool = True) -> Predictor:
+             precision: str = "f32", cache: bool = True, *, allow_unsigned: bool = False,
+             trusted_keys: tuple[str | Path, ...] = ()) -> Predictor:
         """Load a bundle (default: the shipped one) and open one session on it.
 
         variant: a variant name from bundle.json or a precision ("int8" default, "fp32").
         precision: float math for OpenVINO ("f32" default for parity; "bf16" on request).
+        allow_unsigned: run a bundle that is neither pinned nor signed by a trusted key (every
+        result then carries a warning); trusted_keys: extra public-key files to trust.
         """
-        from bmd_edge.bundle import Bundle, default_bundle_path
+        from bmd_edge.bundle import Bundle
 
-        if bundle is None:
-            bundle = default_bundle_path()
-        b = bundle if hasattr(bundle, "meta") else Bundle.load(Path(bundle))
-        name = _choose_variant(b.variants, backend, variant)
+        b = bundle if hasattr(bundle, "meta") else Bundle.load(
+            bundle, allow_unsigned=allow_unsigned, trusted_keys=trusted_keys)
+        name = b.choose_variant(backend, variant).name
         cfg = SessionConfig(backend=backend, threads=threads or default_threads(),
                             precision=precision,
                             cache_dir=(user_cache_dir() / "openvino") if cache else None)
-        return cls(b, open_session(Path(b.model_file(name)), cfg), name)
+        return cls(b, open_session(b.verified_file(name), cfg), name)
 
     # -- preparation (thread-safe) ------------------------------------------------------------
     def prepare(self, image: ImageLike, *, age: float | str | None = None,
@@ -253,7 +230,7 @@ class Predictor:
         if not math.isfinite(bmd):
             raise BundleError(f"the model returned {bmd} for {case.source or 'the image'}; "
                               "the bundle may be damaged")
-        warnings = list(case.warnings)
+        warnings = [*case.warnings, *self.bundle_warnings]
         t = refs_mod.t_score(bmd, self.references)
         z: float | None = None
         if case.age is not None and case.sex is not None:
@@ -261,17 +238,15 @@ class Predictor:
                 z = refs_mod.z_score(bmd, case.age, case.sex, self.references)
             except MetadataError as err:
                 warnings.append(f"no Z-score: {err}")
-        interval = None
-        if self.interval_meta and "halfwidth_gcm2" in self.interval_meta:
-            hw = float(self.interval_meta["halfwidth_gcm2"])
-            interval = (bmd - hw, bmd + hw, float(self.interval_meta.get("coverage", 0.9)))
+        hw = self.interval.halfwidth_gcm2
+        interval = (bmd - hw, bmd + hw, self.interval.coverage)
         ranked = sorted(((n, float(w)) for n, w, p in
                          zip(self.field_names, att.tolist(), case.present.tolist()) if p > 0),
                         key=lambda nw: -nw[1])
         return Prediction(
             bmd_gcm2=bmd, interval=interval, t_score=t,
-            t_reference=str(self.references["t_score"]["name"]), z_score=z,
-            z_reference=str(self.references["z_score"]["name"]),
+            t_reference=refs_mod.t_reference_name(self.references), z_score=z,
+            z_reference=refs_mod.z_reference_name(self.references),
             who_category=refs_mod.who_category(t, self.references),
             screen_positive=bmd < self.threshold, threshold_gcm2=self.threshold,
             field_attention=tuple(ranked), model_name=self.model_name,
@@ -300,12 +275,6 @@ class Predictor:
         for i in range(0, len(prepared), batch_size):
             out += self.infer(prepared[i:i + batch_size])
         return out
-
-
-def _default_field_names() -> tuple[str, ...]:
-    from bmd_edge.schema import FIELD_NAMES
-
-    return FIELD_NAMES
 
 
 def _as_radiograph(image: ImageLike) -> tuple[Any, str]:

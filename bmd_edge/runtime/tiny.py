@@ -14,6 +14,7 @@ Needs the `onnx` package (the [train] extra), imported inside the function.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,16 +74,75 @@ def tiny_onnx(path: Path, size: int = 32, n_fields: int = 10) -> Path:
     return path
 
 
-def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08) -> Path:
+def tiny_signing_key(folder: str | Path) -> tuple[Path, Path]:
+    """The tiny bundle's Ed25519 key pair as PEM files in `folder`: (private, public).
+
+    A fixed, published key: it proves nothing to anyone and is trusted only where a test
+    suite puts its public key into $BMD_EDGE_TRUSTED_KEYS (tests/conftest.py does).
+    """
+    import hashlib
+
+    from bmd_edge.bundle_trust import write_keypair
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    priv, pub = folder / "tiny_test_key.pem", folder / "tiny_test_key.pub"
+    if not (priv.is_file() and pub.is_file()):
+        write_keypair(priv, pub, hashlib.sha256(b"bmd-edge tiny test bundle key").digest())
+    return priv, pub
+
+
+def test_meta(name: str, size: int, variants: dict[str, tuple[str, str, str]], *,
+              halfwidth: float = 0.08, training_data: str = "none") -> Any:
+    """A `bundle.BundleMeta` for a test bundle: variants as name → (file, runtime, precision);
+    an .xml variant uses its .bin too."""
+    from bmd_edge import __version__
+    from bmd_edge.bundle import (BundleMeta, ClinicalSchema, InputSpec, Interval, ModelInfo,
+                                 OutputSpec, Provenance, References, Variant)
+    from bmd_edge.preprocess import PreprocessSpec
+    from bmd_edge.references import SCREENING_THRESHOLD_GCM2, default_references
+    from bmd_edge.schema import schema_to_dict
+
+    def files(f: str) -> tuple[str, ...]:
+        return (f, str(Path(f).with_suffix(".bin"))) if f.endswith(".xml") else (f,)
+
+    return BundleMeta(
+        model=ModelInfo(name, "0.0.1", {}, None),
+        intended_use="Test fixture only: not a trained model; not for diagnosis.",
+        input=InputSpec(PreprocessSpec(size=size),
+                        ClinicalSchema.from_dict(schema_to_dict(), "input.schema")),
+        output=OutputSpec("bmd", "g/cm2", "GE Lunar femoral neck"),
+        references=References(default_references(), SCREENING_THRESHOLD_GCM2),
+        interval=Interval("split-conformal", 0.9, halfwidth, 0),
+        variants={n: Variant(n, f, files(f), rt, prec) for n, (f, rt, prec) in variants.items()},
+        provenance=Provenance(training_data, {}, {"bmd-edge": __version__}))
+
+
+def finish_test_bundle(stage: Path, meta: Any, out: str | Path, signed: bool = True) -> Path:
+    """Stamp the model files in `stage` with `meta`, hash, sign with the tiny test key (unless
+    `signed=False`) and move the folder to `out` — what `bmd-edge export` does, minus training."""
+    import tempfile
+
+    from bmd_edge.bundle import write_bundle
+    from bmd_edge.bundle_embed import stamp
+
+    for v in meta.variants.values():
+        stamp(stage / v.file, meta.embedded())
+    if not signed:
+        return write_bundle(stage, meta, out, overwrite=True)
+    with tempfile.TemporaryDirectory() as keys:
+        return write_bundle(stage, meta, out, overwrite=True,
+                            sign_key=tiny_signing_key(keys)[0])
+
+
+def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08,
+                      signed: bool = True) -> Path:
     """A complete, checksummed bundle at `out`: the tiny graph as OpenVINO IR and ONNX variants.
 
-    (The tiny graph has no int8 ops; the variant labels only exercise variant selection.)
+    Signed with `tiny_signing_key` unless `signed=False`. (The tiny graph has no int8 ops; the
+    variant labels only exercise variant selection.)
     """
-    from bmd_edge import __version__
-    from bmd_edge.bundle import staging_dir, write_bundle
-    from bmd_edge.preprocess import PreprocessSpec
-    from bmd_edge.references import default_references
-    from bmd_edge.schema import schema_to_dict
+    from bmd_edge.bundle import staging_dir
 
     out = Path(out)
     stage = staging_dir(out)
@@ -92,28 +152,38 @@ def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08) 
 
     ov.save_model(ov.convert_model(str(stage / "model_int8.onnx")), str(stage / "model_int8.xml"),
                   compress_to_fp16=False)
-    schema = schema_to_dict()
-    meta = {
-        "model": {"name": "bmd-edge-tiny", "version": "0.0.1"},
-        "intended_use": "Test fixture only: not a trained model; not for diagnosis.",
-        "training_data": "none (hand-built closed-form graph)",
-        "input": {"preprocess": PreprocessSpec(size=size).to_dict(), "schema": schema,
-                  "names": ["image", "values", "present"]},
-        "output": {"name": "bmd", "unit": "g/cm2", "scale": "GE Lunar femoral neck"},
-        "references": default_references(),
-        "screening_threshold_gcm2": 0.899,
-        "interval": {"method": "split-conformal", "coverage": 0.9,
-                     "halfwidth_gcm2": halfwidth, "n_calibration": 0},
-        "variants": {
-            "openvino-int8": {"file": "model_int8.xml", "files": ["model_int8.xml",
-                              "model_int8.bin"], "runtime": "openvino", "precision": "int8",
-                              "metrics": {}},
-            "onnx-int8": {"file": "model_int8.onnx", "runtime": "onnxruntime",
-                          "precision": "int8", "metrics": {}},
-            "onnx-fp32": {"file": "model_fp32.onnx", "runtime": "onnxruntime",
-                          "precision": "fp32", "metrics": {}},
-        },
-        "calibration": {"description": "none"},
-        "versions": {"bmd_edge": __version__},
-    }
-    return write_bundle(stage, meta, out, overwrite=True)
+    meta = test_meta("bmd-edge-tiny", size, {
+        "openvino-int8": ("model_int8.xml", "openvino", "int8"),
+        "onnx-int8": ("model_int8.onnx", "onnxruntime", "int8"),
+        "onnx-fp32": ("model_fp32.onnx", "onnxruntime", "fp32")},
+        halfwidth=halfwidth, training_data="none (hand-built closed-form graph)")
+    return finish_test_bundle(stage, meta, out, signed)
+
+
+def resign_tiny_bundle(folder: str | Path, edit: Any) -> None:
+    """Edit a tiny bundle's bundle.json as a dict (`edit(d)`), re-stamp its model files, re-hash
+    and sign again with the tiny key: a legitimate re-export, for tests needing an edited bundle
+    that is still trusted."""
+    import json
+    import tempfile
+    from dataclasses import replace
+
+    from bmd_edge.bundle import BundleMeta, render, sha256_file
+    from bmd_edge.bundle_embed import stamp
+    from bmd_edge.bundle_trust import sign
+
+    folder = Path(folder)
+    path = folder / "bundle.json"
+    d = json.loads(path.read_text(encoding="utf-8"))
+    d.pop("signature", None)
+    edit(d)
+    meta = BundleMeta.from_dict(d)
+    for v in meta.variants.values():
+        if (folder / v.file).is_file():
+            stamp(folder / v.file, meta.embedded())
+    files = {f: sha256_file(folder / f) if (folder / f).is_file() else h
+             for f, h in meta.files.items()}
+    meta = replace(meta, files=files)
+    with tempfile.TemporaryDirectory() as keys:
+        meta = replace(meta, signature=sign(meta, tiny_signing_key(keys)[0]))
+    path.write_text(render(meta), encoding="utf-8")

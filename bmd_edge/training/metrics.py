@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmd_edge.errors import InputError
-
-SCREEN_THRESHOLD_GCM2 = 0.899  # FN BMD at T = −1 (GE Lunar), the paper's screening cut-off
+from bmd_edge.references import (
+    SCREENING_THRESHOLD_GCM2 as SCREEN_THRESHOLD_GCM2,  # T = -1, GE Lunar FN
+)
 
 REGRESSION_KEYS = ("mse", "mae", "rmse", "r2", "pearson_r")
 SCREEN_KEYS = ("auc", "precision", "recall", "f1", "specificity")
