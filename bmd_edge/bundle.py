@@ -15,6 +15,7 @@ Only what is loaded is hashed: bundle.json and the chosen variant's files. Torch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -402,6 +403,11 @@ class BundleMeta:
         return meta
 
     def to_dict(self) -> dict[str, Any]:
+        return json.loads(self._json)  # a fresh copy: callers may edit it
+
+    @functools.cached_property
+    def _json(self) -> str:
+        """to_dict's JSON, built once (the object is frozen; load needs it three times)."""
         d: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "model": self.model.to_dict(),
             "intended_use": self.intended_use, "input": self.input.to_dict(),
@@ -411,7 +417,7 @@ class BundleMeta:
             "provenance": self.provenance.to_dict(), "files": dict(sorted(self.files.items()))}
         if self.signature is not None:
             d["signature"] = self.signature.to_dict()
-        return d
+        return json.dumps(d, ensure_ascii=False, allow_nan=False)
 
     def signed_bytes(self) -> bytes:
         """What a signature covers: every field, every file's digest, not the signature itself."""
@@ -429,6 +435,11 @@ class BundleMeta:
         d.pop("files")
         d.pop("signature", None)
         return d
+
+    @functools.cached_property
+    def embedded_json(self) -> str:
+        """`embedded()` in canonical JSON (what `bundle_embed.stamp` writes)."""
+        return canonical_json(self.embedded())
 
     @property
     def screening_threshold_gcm2(self) -> float:
@@ -562,7 +573,7 @@ class Bundle:
                 if embedded is None:
                     raise BundleError(f"model file {f} in bundle {self.root} carries no bmd-edge "
                                       "metadata; re-export the bundle")
-                if embedded != self.meta.embedded():
+                if embedded != self.meta.embedded_json:
                     raise BundleError(f"the metadata inside {f} differs from {META_FILE} in "
                                       f"bundle {self.root}; they come from different exports")
         self._verified.add(variant)

@@ -19,6 +19,8 @@ from bmd_edge.errors import BundleError
 MAX_META_BYTES = 1 << 20          # a real bundle.json is ~20 KB; refuse megabytes of JSON
 MAX_DEPTH = 32                    # a real bundle.json nests 6 deep; refuse 200,000 brackets
 HEX64 = re.compile(r"[0-9a-f]{64}")
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def bad(path: str, problem: str) -> BundleError:
@@ -30,20 +32,11 @@ def parse_json(text: str) -> Any:
     """JSON without NaN/Infinity, without deep nesting and without duplicate keys."""
     if len(text) > MAX_META_BYTES:
         raise bad("", f"{len(text)} bytes is too large for bundle metadata (limit {MAX_META_BYTES})")
-    depth = deepest = 0
-    in_str = esc = False
-    for ch in text:  # bracket depth outside strings, before the recursive parser sees it
-        if in_str:
-            esc, in_str = (False, True) if esc else (ch == "\\", ch != '"')
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                raise bad("", f"nested deeper than {MAX_DEPTH} levels; not a bmd-edge bundle")
-        elif ch in "]}":
-            depth -= 1
+    depth = 0
+    for ch in _BRACKETS.findall(_STRINGS.sub('""', text)):  # depth outside strings, before
+        depth += 1 if ch in "[{" else -1                    # the recursive parser sees it
+        if depth > MAX_DEPTH:
+            raise bad("", f"nested deeper than {MAX_DEPTH} levels; not a bmd-edge bundle")
 
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not a number JSON allows")

@@ -8,15 +8,18 @@ line on stderr and the error's exit code — never a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 import typer.main
 
 from bmd_edge import __version__
 from bmd_edge.commands import benchmark, compress, inference, screen, serve, synth, training
+from bmd_edge.commands.failure import fail, one_line
 from bmd_edge.errors import BmdEdgeError
 
 app = typer.Typer(
@@ -57,8 +60,25 @@ app.command("serve")(serve.serve)
 app.command("benchmark")(benchmark.benchmark)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose failures go through `fail` (also under CliRunner, which skips main)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # --help, usage errors
+            raise
+        except Exception as err:  # noqa: BLE001 - every other failure takes the one path
+            if os.environ.get("BMD_EDGE_DEBUG") and not isinstance(err, BmdEdgeError):
+                raise
+            raise typer.Exit(fail(err)) from None
+
+    return run
+
+
+for _info in app.registered_commands:  # every command, also ones added above later
+    _info.callback = _guarded(_info.callback)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,9 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             raise typer.Abort() from err
     except typer.Exit as err:  # --help, --version, and commands' own `raise typer.Exit(code)`
         sys.exit(err.exit_code)
-    except BmdEdgeError as err:
-        typer.echo(f"error: {_one_line(str(err))}", err=True)
-        sys.exit(err.exit_code)
+    except BmdEdgeError as err:  # raised while parsing options, before a command runs
+        sys.exit(fail(err))
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
@@ -92,17 +111,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(err.exit_code)  # building it already printed the help (to stdout)
         where = getattr(err, "ctx", None)
         hint = f" (see '{where.command_path} --help')" if where is not None else ""
-        typer.echo(f"error: {_one_line(err.format_message())}{hint}", err=True)
+        typer.echo(f"error: {one_line(err.format_message())}{hint}", err=True)
         sys.exit(getattr(err, "exit_code", 2))
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("BMD_EDGE_DEBUG"):
             raise
-        typer.echo(
-            f"internal error: {type(err).__name__}: {_one_line(str(err))} "
-            "(set BMD_EDGE_DEBUG=1 for a traceback)",
-            err=True,
-        )
-        sys.exit(1)
+        sys.exit(fail(err))
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ TRUSTED_KEY = typer.Option(
 
 
 def _fail(err: BmdEdgeError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(err.exit_code)
+    from bmd_edge.commands.failure import fail
+
+    return typer.Exit(fail(err))
 
 
 def predict(

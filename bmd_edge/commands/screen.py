@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from bmd_edge.commands.inference import Backend, Side, Smoking
+from bmd_edge.commands.failure import fail
 from bmd_edge.errors import BmdEdgeError, InputError
 
 
@@ -83,9 +84,8 @@ def screen(
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {out} is a file; screen writes a folder of Parquet parts")
         result = _run(run_screen, source, out, defaults, opts)
-    except BmdEdgeError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(err.exit_code) from None
+    except BmdEdgeError as err:  # the one error path (commands/failure.py)
+        raise typer.Exit(fail(err)) from None
     s = result.report
     if json_out:
         typer.echo(json.dumps({"schema_version": 1, "out": str(result.out), **s.to_dict()},

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bmd_edge.commands.failure import fail
 from bmd_edge.errors import BmdEdgeError, InputError
 
 
@@ -57,9 +58,8 @@ def synth(
                 manifest = generate_cohort(n, out, seed=seed, size=size, dicom=dicom, view=view,
                                            workers=workers,
                                            progress=lambda k: bar.update(task, completed=k))
-    except BmdEdgeError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(err.exit_code) from None
+    except BmdEdgeError as err:  # the one error path (commands/failure.py)
+        raise typer.Exit(fail(err)) from None
     used = workers or os.cpu_count() or 1
     typer.echo(f"wrote {n} cases to {manifest.parent} ({view} view, {size} px, {used} workers); "
                f"manifest: {manifest}")

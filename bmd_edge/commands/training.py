@@ -16,20 +16,10 @@ from typing import Annotated, Any
 
 import typer
 
-from bmd_edge.errors import BmdEdgeError, InputError, ManifestError
+from bmd_edge.errors import InputError, ManifestError
 from bmd_edge.training.config import FUSIONS, LOSSES, PRESETS, describe_presets, resolve_config
 
 _PRESET_HELP = "Preset (all values shown below): " + ", ".join(PRESETS)
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Library errors → one line on stderr + the error's exit code, never a traceback."""
-    try:
-        yield
-    except BmdEdgeError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(err.exit_code) from None
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -141,32 +131,31 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No config print-out, progress bar or epoch log.")] = False,
 ) -> None:
     """(docstring set below from the presets)"""
-    with _errors():
-        cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
-                             image_size=image_size, fusion=fusion, loss=loss, seed=seed,
-                             workers=workers, threads=threads, patience=patience,
-                             val_fraction=val_fraction, batchnorm=batchnorm,
-                             cache_dir=None if cache_dir is None else str(cache_dir),
-                             pretrained=None if pretrained is None else str(pretrained),
-                             **_regularisation(augment, field_dropout))
-        main = _is_main()
-        quiet = quiet or not main
-        _print_config(cfg, quiet)
-        from bmd_edge.training.trainer import fit, split_cases
+    cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
+                         image_size=image_size, fusion=fusion, loss=loss, seed=seed,
+                         workers=workers, threads=threads, patience=patience,
+                         val_fraction=val_fraction, batchnorm=batchnorm,
+                         cache_dir=None if cache_dir is None else str(cache_dir),
+                         pretrained=None if pretrained is None else str(pretrained),
+                         **_regularisation(augment, field_dropout))
+    main = _is_main()
+    quiet = quiet or not main
+    _print_config(cfg, quiet)
+    from bmd_edge.training.trainer import fit, split_cases
 
-        with _distributed(), tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
-            cases, _ = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
-            tr, va = split_cases(cases, cfg.val_fraction, cfg.seed)
-            out.mkdir(parents=True, exist_ok=True)
-            if main:
-                (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            _say(quiet, f"training on {len(tr)} cases, validating on {len(va)}")
-            res = fit(cfg, tr, va, out, quiet=quiet, resume=resume,
-                      log=None if quiet else (lambda s: typer.echo(s, err=True)))
-        m = res.best_metrics
+    with _distributed(), tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
+        cases, _ = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
+        tr, va = split_cases(cases, cfg.val_fraction, cfg.seed)
+        out.mkdir(parents=True, exist_ok=True)
         if main:
-            typer.echo(f"best epoch {res.best_epoch}: val MAE {m['mae']:.4f} g/cm², R² {m['r2']:.3f}, "
-                       f"AUC {m['auc']:.3f} → {res.checkpoint}")
+            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        _say(quiet, f"training on {len(tr)} cases, validating on {len(va)}")
+        res = fit(cfg, tr, va, out, quiet=quiet, resume=resume,
+                  log=None if quiet else (lambda s: typer.echo(s, err=True)))
+    m = res.best_metrics
+    if main:
+        typer.echo(f"best epoch {res.best_epoch}: val MAE {m['mae']:.4f} g/cm², R² {m['r2']:.3f}, "
+                   f"AUC {m['auc']:.3f} → {res.checkpoint}")
 
 
 train.__doc__ = (
@@ -202,52 +191,70 @@ def cv(
 ) -> None:
     """Stratified k-fold CV (strata: BMD quantile × sex; grouped by patient_id): mean ± SD over folds,
     subgroup metrics with bootstrap CIs, out-of-fold predictions and plots, plus OST/OLS baselines."""
-    with _errors():
-        cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
-                             image_size=image_size, fusion=fusion, loss=loss, seed=seed,
-                             workers=workers, threads=threads, batchnorm=batchnorm,
-                             cache_dir=None if cache_dir is None else str(cache_dir),
-                             pretrained=None if pretrained is None else str(pretrained))
-        main = _is_main()
-        quiet = quiet or not main
-        _print_config(cfg, quiet)
-        from bmd_edge.training.cv import run_cv
-        from bmd_edge.training.evaluate import read_oracle, write_report
+    cfg = resolve_config(preset, epochs=epochs, lr=lr, batch_size=batch_size,
+                         image_size=image_size, fusion=fusion, loss=loss, seed=seed,
+                         workers=workers, threads=threads, batchnorm=batchnorm,
+                         cache_dir=None if cache_dir is None else str(cache_dir),
+                         pretrained=None if pretrained is None else str(pretrained))
+    main = _is_main()
+    quiet = quiet or not main
+    _print_config(cfg, quiet)
+    from bmd_edge.training.cv import run_cv
+    from bmd_edge.training.evaluate import read_oracle, write_report
 
-        log = None if quiet else (lambda s: typer.echo(s, err=True))
-        with _distributed(), tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
-            cases, mpath = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
-            res = run_cv({cfg.fusion: cfg}, cases, folds, out, seed=cfg.seed,
-                         baselines=baselines, log=log)
-            summary = res.summary()
-            if main:
-                write_report(out, cases, res.truth, res.oof, cfg.fusion,
-                             attention=res.attention.get(cfg.fusion) if cfg.fusion == "xattn" else None,
-                             oracle=read_oracle(mpath),
-                             extra={"folds": folds, "config": cfg.to_dict(),
-                                    "fold_mean_sd": {n: {k: list(v) for k, v in s.items()}
-                                                     for n, s in summary.items()}})
-        if not main:
-            return
-        for name, s in summary.items():
-            typer.echo(f"{name:8s} MAE {s['mae'][0]:.4f} ± {s['mae'][1]:.4f}  "
-                       f"R² {s['r2'][0]:.3f} ± {s['r2'][1]:.3f}  AUC {s['auc'][0]:.3f} ± {s['auc'][1]:.3f}")
-        typer.echo(f"report: {out}/metrics.json, {out}/oof.csv")
+    log = None if quiet else (lambda s: typer.echo(s, err=True))
+    with _distributed(), tempfile.TemporaryDirectory(prefix="bmd-edge-synth-") as tmp:
+        cases, mpath = _load_cases(manifest, synth, synth_size, cfg.seed, Path(tmp), quiet)
+        res = run_cv({cfg.fusion: cfg}, cases, folds, out, seed=cfg.seed,
+                     baselines=baselines, log=log)
+        summary = res.summary()
+        if main:
+            write_report(out, cases, res.truth, res.oof, cfg.fusion,
+                         attention=res.attention.get(cfg.fusion) if cfg.fusion == "xattn" else None,
+                         oracle=read_oracle(mpath),
+                         extra={"folds": folds, "config": cfg.to_dict(),
+                                "fold_mean_sd": {n: {k: list(v) for k, v in s.items()}
+                                                 for n, s in summary.items()}})
+    if not main:
+        return
+    for name, s in summary.items():
+        typer.echo(f"{name:8s} MAE {s['mae'][0]:.4f} ± {s['mae'][1]:.4f}  "
+                   f"R² {s['r2'][0]:.3f} ± {s['r2'][1]:.3f}  AUC {s['auc'][0]:.3f} ± {s['auc'][1]:.3f}")
+    typer.echo(f"report: {out}/metrics.json, {out}/oof.csv")
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="A best.pt written by `bmd-edge train`.")],
     manifest: Annotated[Path, typer.Option(help="Labelled manifest CSV to evaluate on.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="A best.pt written by `bmd-edge train` (PyTorch).")] = None,
+    model: Annotated[Path | None, typer.Option(help="A bundle folder (e.g. export/): scores its variant torch-free.")] = None,
+    variant: Annotated[str | None, typer.Option(help="With --model: variant name or precision (default int8).")] = None,
+    backend: Annotated[str, typer.Option(help="With --model: openvino or onnxruntime.")] = "openvino",
+    allow_unsigned: Annotated[bool, typer.Option("--allow-unsigned", help="With --model: score a bundle nobody vouches for.")] = False,
     out: Annotated[Path, typer.Option(help="Output folder: metrics.json, subgroups.csv, PNGs.")] = Path("runs/eval"),
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
 ) -> None:
-    """Evaluate one checkpoint on a labelled manifest: MSE/MAE/RMSE/R²/r, the 0.899 g/cm² screen,
-    subgroups with bootstrap 95 % CIs, and scatter / Bland–Altman / ROC / attention plots."""
-    with _errors():
+    """Evaluate a checkpoint (--checkpoint) or a bundle variant (--model) on a labelled manifest:
+    MSE/MAE/RMSE/R²/r, the 0.899 g/cm² screen, subgroups with bootstrap 95 % CIs, and scatter /
+    Bland–Altman / ROC / attention plots."""
+    if (checkpoint is None) == (model is None):
+        raise InputError("give exactly one of --checkpoint (a best.pt) or --model (a bundle "
+                         "folder such as export/)")
+    if checkpoint is not None and (checkpoint.is_dir() or checkpoint.suffix in
+                                   (".onnx", ".xml", ".bin", ".json")):
+        raise InputError(f"{checkpoint} is part of a bundle, not a PyTorch checkpoint; score it "
+                         f"with --model {checkpoint if checkpoint.is_dir() else checkpoint.parent}")
+    if model is not None:
+        from bmd_edge.runtime.evaluate import evaluate_bundle
+
+        report = evaluate_bundle(model, manifest, out, backend=backend, variant=variant,
+                                 allow_unsigned=allow_unsigned, batch_size=batch_size)
+    else:
         from bmd_edge.training.evaluate import evaluate_checkpoint
 
-        report = evaluate_checkpoint(checkpoint, manifest, out, batch_size=batch_size, workers=workers)
-        m = report["metrics"][report["primary"]]
-        typer.echo(f"n={report['n']}: MAE {m['mae']:.4f} g/cm², RMSE {m['rmse']:.4f}, R² {m['r2']:.3f}, "
-                   f"r {m['pearson_r']:.3f}, AUC {m['auc']:.3f}, recall {m['recall']:.3f} → {out}")
+        assert checkpoint is not None
+        report = evaluate_checkpoint(checkpoint, manifest, out, batch_size=batch_size,
+                                     workers=workers)
+    m = report["metrics"][report["primary"]]
+    typer.echo(f"n={report['n']}: MAE {m['mae']:.4f} g/cm², RMSE {m['rmse']:.4f}, R² {m['r2']:.3f}, "
+               f"r {m['pearson_r']:.3f}, AUC {m['auc']:.3f}, recall {m['recall']:.3f} → {out}")
