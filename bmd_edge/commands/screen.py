@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bmd_edge.commands.inference import Backend, Side, Smoking
 from bmd_edge.commands.failure import fail
+from bmd_edge.commands.inference import Backend, Side, Smoking
 from bmd_edge.errors import BmdEdgeError, InputError
 
 
