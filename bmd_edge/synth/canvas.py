@@ -19,13 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from bmd_edge.synth.anatomy import Grid, ellipsoid, tube
 from bmd_edge.synth.materials import MaterialMaps
 
 F32 = np.float32
-CORTEX_GCM3 = 1.05     # cortical bone mineral (hydroxyapatite), g/cm³ (pQCT ≈ 1.0–1.2)
+CORTEX_GCM3 = 1.15     # g HA per cm³ of bone tissue, as the hips (anatomy.TMD_G_CM3)
+MAX_INTERNAL_PX_MM = 0.5  # draw at least this finely (≤ 2× supersampling), as the hips
 TEXTURE_GAIN = 0.3     # cancellous mineral × clip(1 + gain·texture, 0, 3) (hips: 0.6 × BV/TV)
 N_ORIENT = 6           # oriented texture fields, 30° apart
 
@@ -58,28 +60,32 @@ class Canvas:
     """Accumulates bone mineral, soft tissue and gas on the posed detector grid."""
 
     def __init__(self, size: int, pose: Pose, texture_seed: int) -> None:
+        # Like the hips (render.py), draw on a grid at least ≈ 0.5 mm fine (up to 2× the output)
+        # so the texture exists before the detector-sized pixels average it.
         self.size, self.pose = size, pose
-        px = pose.fov_mm / size
+        self.ss = max(1, min(2, math.ceil(pose.fov_mm / size / MAX_INTERNAL_PX_MM)))
+        self.n = n = size * self.ss
+        px = pose.fov_mm / n
         rho = math.radians(pose.rotation_deg)
         sx = -1.0 if pose.flip else 1.0
         cr, sr = math.cos(rho) * pose.scale * px, math.sin(rho) * pose.scale * px
-        off = 0.5 - size / 2
+        off = 0.5 - n / 2
         cx, cy = pose.centre
         x0 = (cr - sr) * off                      # relative to the centre, before the mirror
         y0 = cy + (sr + cr) * off
         affine = np.array([[sx * cr, -sx * sr, sx * x0 + cx], [sr, cr, y0]])
-        j, i = np.meshgrid(np.arange(size, dtype=F32), np.arange(size, dtype=F32))
+        j, i = np.meshgrid(np.arange(n, dtype=F32), np.arange(n, dtype=F32))
         x = F32(sx) * (F32(cr) * j - F32(sr) * i + F32(x0)) + F32(cx)
         y = F32(sr) * j + F32(cr) * i + F32(y0)
         self.g = Grid(x, y, affine)
-        self.px_mm = px * pose.scale
-        self.mineral = np.zeros((size, size), F32)      # g/cm² of mineral
-        self.bone_mm = np.zeros((size, size), F32)   # outer bone chord (mm), for the soft floor
-        self.soft = np.zeros((size, size), F32)      # mm
-        self.gas = np.zeros((size, size), F32)       # mm
-        self.metal = np.zeros((size, size), F32)     # mm
+        self.px_mm = px * pose.scale                 # internal grid pitch (patient mm)
+        self.mineral = np.zeros((n, n), F32)         # g/cm² of mineral
+        self.bone_mm = np.zeros((n, n), F32)         # outer bone chord (mm), for the soft floor
+        self.soft = np.zeros((n, n), F32)            # mm
+        self.gas = np.zeros((n, n), F32)             # mm
+        self.metal = np.zeros((n, n), F32)           # mm
         self._seed = texture_seed
-        self._fields, self._iso = _texture_fields(texture_seed, size, round(self.px_mm, 3))
+        self._fields, self._iso = _texture_fields(texture_seed, n, round(self.px_mm, 3))
 
     # --- drawing -------------------------------------------------------------------------
 
@@ -161,18 +167,24 @@ class Canvas:
         muscle bellies and skin folds modulate the thickness by a few per cent at ≈ 2–5 cm.
         """
         soft = np.maximum(self.soft, self.bone_mm + self.gas)
-        lumps = _lowpass(self._seed + 1, self.size, 25.0 / self.px_mm)
+        lumps = _lowpass(self._seed + 1, self.n, 25.0 / self.px_mm)
         soft = soft * (F32(1.0) + F32(0.04) * lumps)
         soft = np.maximum(soft, self.bone_mm + self.gas)
         depth = max(float(np.percentile(soft[soft > 0], 90)) if soft.any() else 1.0, 1.0)
         rim = np.exp(-soft / F32(0.25 * depth))
         fat = np.clip(F32(fat_fraction) + F32(0.5) * rim, 0.0, 0.95).astype(F32)
         return MaterialMaps(
-            bone_gcm2=self.mineral.astype(F32), soft_cm=(soft * F32(0.1)).astype(F32),
-            px_mm=float(self.px_mm), fat_fraction=fat,
-            gas_cm=(self.gas * F32(0.1)).astype(F32) if self.gas.any() else None,
-            metal_cm=(self.metal * F32(0.1)).astype(F32) if self.metal.any() else None,
+            bone_gcm2=self._out(self.mineral), soft_cm=self._out(soft * F32(0.1)),
+            px_mm=float(self.px_mm * self.ss), fat_fraction=self._out(fat),
+            gas_cm=self._out(self.gas * F32(0.1)) if self.gas.any() else None,
+            metal_cm=self._out(self.metal * F32(0.1)) if self.metal.any() else None,
             labels=labels)
+
+    def _out(self, a: np.ndarray) -> np.ndarray:
+        """Internal grid → output pixels (area average, as a detector element integrates)."""
+        if self.ss > 1:
+            a = cv2.resize(a, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(a, dtype=F32)
 
     def _texture(self, b: tuple[slice, slice], axis_deg: float) -> np.ndarray:
         """Texture running along the bone axis as seen in the pixel frame (render.py's blend)."""

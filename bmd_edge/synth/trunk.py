@@ -36,7 +36,7 @@ def _inside(c: Canvas, p: Point, margin: float = 0.0) -> bool:
     """Is patient point p on the detector (at least `margin` of the width inside)?"""
     inv = np.linalg.inv(c.g.affine[:, :2])
     col, row = inv @ (np.array(p) - c.g.affine[:, 2])
-    lo, hi = margin * c.size, (1.0 - margin) * c.size
+    lo, hi = margin * c.n, (1.0 - margin) * c.n
     return bool(lo <= col <= hi and lo <= row <= hi)
 
 
