@@ -17,19 +17,7 @@ from typer.testing import CliRunner
 from bmd_edge.cli import app
 from bmd_edge.runtime.tiny import write_tiny_bundle
 from corpus.make_bad_inputs import hip_like
-
-BLOCK_TORCH = (
-    "import sys\n"
-    "class _NoTorch:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ImportError('torch is blocked in this test')\n"
-    "        return None\n"
-    "sys.meta_path.insert(0, _NoTorch())\n"
-    "from bmd_edge.cli import main\n"
-    "main(sys.argv[1:])\n"
-)
-
+from test_predict_cli import BLOCK_TORCH
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
