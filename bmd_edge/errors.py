@@ -28,7 +28,12 @@ class UnsupportedImageError(ImageReadError):
 
 
 class MetadataError(InputError):
-    """A clinical field that is missing, malformed or implausible; the message names the field."""
+    """A clinical field that is missing, malformed or implausible; the message names the field,
+    and `field` carries its name for code (a manifest's column) — never parsed from the text."""
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ManifestError(InputError):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bmd_edge.errors import ImageReadError, UnsupportedImageError
+from bmd_edge.warn import Warn
 
 ACCEPTED = "PNG, JPEG, TIFF, DICOM"
 MAX_PIXELS = 100_000_000  # decompression-bomb guard: a 100 MP float32 image is already 400 MB
@@ -337,5 +338,7 @@ def to_gray(arr: np.ndarray, warnings: list[str], *, order: str = "rgb") -> np.n
     gray = (arr.astype(np.float32) @ weights).clip(0.0, 1.0)
     coloured = float((spread > COLOUR_TOLERANCE).mean())
     if coloured > 0:
-        warnings.append(f"RGB converted to grayscale (colour in {100 * coloured:.2f}% of pixels)")
+        warnings.append(Warn("colour-converted", "image", f"{coloured:.6f}",
+                             f"RGB converted to grayscale (colour in {100 * coloured:.2f}% "
+                             "of pixels)"))
     return np.ascontiguousarray(gray, dtype=np.float32)

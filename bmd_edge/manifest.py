@@ -149,9 +149,8 @@ def _parse_choice(column: str, text: str, choices: tuple[str, ...]) -> str | Non
 
 
 def _error_column(err: MetadataError) -> str | None:
-    """The column a schema error is about: its message starts with the field name."""
-    head = str(err).split(" ", 1)[0]
-    return head if head in FIELD_NAMES else None
+    """The column a schema error is about (the error names it; its text is not parsed)."""
+    return err.field if err.field in FIELD_NAMES else None
 
 
 def read_manifest(path: str | Path, *, require_label: bool = False,

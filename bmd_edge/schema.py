@@ -146,26 +146,27 @@ def _parse_number(f: ClinicalField, value: object) -> float:
     """A finite number inside the field's range, from a number or a numeric string."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, np.number)):
         raise MetadataError(f"{f.name} = {value!r} is a {type(value).__name__}; "
-                            f"give a number in {_range_text(f)}")
+                            f"give a number in {_range_text(f)}", field=f.name)
     if isinstance(value, str):
         try:
             x = float(value.strip())
         except ValueError:
             tip = " (use a dot as the decimal separator)" if "," in value else ""
             raise MetadataError(f"{f.name} = {value!r} is not a number; give a plain number "
-                                f"in {_range_text(f)}{tip}") from None
+                                f"in {_range_text(f)}{tip}", field=f.name) from None
     else:
         x = float(value)
     if not math.isfinite(x):
         raise MetadataError(f"{f.name} = {value!r} is not a finite number; give a number in "
-                            f"{_range_text(f)} or leave it empty if unknown")
+                            f"{_range_text(f)} or leave it empty if unknown", field=f.name)
     if x < 0:
-        raise MetadataError(f"{f.name} = {_fmt(x)} is negative; accepted {_range_text(f)}")
+        raise MetadataError(f"{f.name} = {_fmt(x)} is negative; accepted {_range_text(f)}",
+                            field=f.name)
     if not f.low <= x <= f.high:
         hint = next((h for lo, hi, h in f.unit_hints if lo <= x <= hi), None)
         tail = f" ({hint})" if hint else ""
         raise MetadataError(f"{f.name} = {_fmt(x)} is outside the accepted range "
-                            f"{_range_text(f)}{tail}")
+                            f"{_range_text(f)}{tail}", field=f.name)
     return x
 
 
@@ -174,7 +175,7 @@ def _parse_choice(f: ClinicalField, value: object) -> str:
     key = value.strip().lower() if isinstance(value, str) else None
     if key is None or key not in f.aliases:
         raise MetadataError(f"{f.name} = {value!r} is not an accepted value; "
-                            f"give one of {', '.join(sorted(f.aliases))}")
+                            f"give one of {', '.join(sorted(f.aliases))}", field=f.name)
     return f.aliases[key]
 
 
@@ -197,7 +198,8 @@ def parse_record(raw: Mapping[str, object]) -> ClinicalRecord:
     for key, value in raw.items():
         name = _canonical_key(key)
         if name in seen and not (_is_missing(value) or _is_missing(seen[name])):
-            raise MetadataError(f"{name} given twice ({seen[name]!r} and {value!r}); give it once")
+            raise MetadataError(f"{name} given twice ({seen[name]!r} and {value!r}); give it once",
+                                field=name)
         if name in seen and _is_missing(value):
             continue
         seen[name] = value
@@ -214,19 +216,22 @@ def parse_record(raw: Mapping[str, object]) -> ClinicalRecord:
             f = FIELDS_BY_NAME["bmi"]
             if not f.low <= computed <= f.high:
                 raise MetadataError(f"height_cm = {_fmt(h)} and weight_kg = {_fmt(w)} give BMI "
-                                    f"{computed:.1f}, outside {_range_text(f)}; check both")
+                                    f"{computed:.1f}, outside {_range_text(f)}; check both",
+                                    field="height_cm")
             values["bmi"] = computed
             derived.append("bmi")
         elif abs(float(bmi) - computed) > BMI_TOLERANCE:
             raise MetadataError(f"bmi = {_fmt(float(bmi))} does not match height_cm = {_fmt(h)} "
                                 f"and weight_kg = {_fmt(w)} (weight/height^2 = {computed:.1f} "
-                                f"kg/m2, tolerance {BMI_TOLERANCE}); fix one or leave bmi empty")
+                                f"kg/m2, tolerance {BMI_TOLERANCE}); fix one or leave bmi empty",
+                                field="bmi")
 
     ax, ab = values["age_xray"], values["age_bmd"]
     if isinstance(ax, float) and isinstance(ab, float) and abs(ax - ab) > MAX_AGE_GAP_YEARS:
         raise MetadataError(f"age_xray = {_fmt(ax)} and age_bmd = {_fmt(ab)} are "
                             f"{abs(ax - ab):g} years apart; at most {_fmt(MAX_AGE_GAP_YEARS)} "
-                            f"years accepted (the BMD must describe the bone on the X-ray)")
+                            f"years accepted (the BMD must describe the bone on the X-ray)",
+                            field="age_xray")
     return ClinicalRecord(values=values, derived=tuple(derived))
 
 
@@ -292,7 +297,7 @@ def encode(record: ClinicalRecord, schema: Mapping[str, Any] | None = None
         if kind == "categorical":
             if v not in choices:
                 raise MetadataError(f"{name} = {v!r} has no code in the model's schema; "
-                                    f"it accepts {', '.join(choices)}")
+                                    f"it accepts {', '.join(choices)}", field=name)
             x = float(list(choices).index(str(v)))
         else:
             x = float(v)

@@ -86,3 +86,14 @@ def test_an_unexpected_exception_is_one_internal_error_line(monkeypatch: pytest.
     assert res.exit_code == 1
     assert res.stderr.startswith("internal error: ZeroDivisionError: a bug")
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.output
+
+
+def test_warnings_are_records_that_read_as_text(setup: tuple[Path, Path]) -> None:
+    from bmd_edge.runtime.predictor import Predictor
+
+    bundle, manifest = setup
+    p = Predictor.load(bundle, backend="onnxruntime", threads=1)
+    res = p.predict(manifest.parent / "c0.png", age=70, sex="F", height_cm=160, weight_kg=61)
+    (w,) = [w for w in res.warnings if getattr(w, "code", "") == "derived"]
+    assert (w.field, w.value) == ("bmi", "23.8") and str(w).startswith("bmi derived")
+    assert json.loads(json.dumps(res.to_dict()))["warnings"] == [str(x) for x in res.warnings]

@@ -11,6 +11,7 @@ import pytest
 from bmd_edge.errors import QualityGateError
 from bmd_edge.image_io import read_image
 from bmd_edge.runtime.quality_gate import check_quality, colour_fraction, evaluate, measure
+from bmd_edge.warn import Warn
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 HIPS = sorted((REAL / "hip").glob("*.jpg"))
@@ -91,8 +92,10 @@ def test_thresholds_hand_features() -> None:
           "chest_score": -0.1}
     assert evaluate(ok) == []
     assert len(evaluate({**ok, "chest_score": 0.3, "colour_fraction": 0.5})) == 2
-    assert colour_fraction(("RGB converted to grayscale (colour in 3.54% of pixels)",)) == \
+    note = "RGB converted to grayscale (colour in 3.54% of pixels)"
+    assert colour_fraction((Warn("colour-converted", "image", "0.0354", note),)) == \
         pytest.approx(0.0354)
+    assert colour_fraction((note,)) == 0.0  # the record is read, never the sentence
     # a smooth ramp is structure, not noise
     ramp = np.tile(np.linspace(0, 1, 100, dtype=np.float32), (80, 1))
     assert measure(ramp)["smoothness"] > 0.99

@@ -23,6 +23,7 @@ from bmd_edge import references as refs_mod
 from bmd_edge.errors import BundleError, InputError, MetadataError
 from bmd_edge.runtime.backends import SessionConfig, default_threads, open_session, user_cache_dir
 from bmd_edge.runtime.quality_gate import check_quality
+from bmd_edge.warn import Warn
 
 PREDICTION_SCHEMA_VERSION = 1
 SIDES = ("left", "right")
@@ -175,14 +176,16 @@ class Predictor:
             if age is None:
                 age = round(float(info.age_years), 1)
             elif abs(float(age) - float(info.age_years)) >= 1.0:
-                warnings.append(f"age {_fmt(age)} given differs from the image's DICOM age "
-                                f"{info.age_years:g}; using {_fmt(age)}")
+                warnings.append(Warn("dicom-conflict", "age", _fmt(age),
+                                     f"age {_fmt(age)} given differs from the image's DICOM age "
+                                     f"{info.age_years:g}; using {_fmt(age)}"))
         if info.sex is not None:
             if sex is None:
                 sex = info.sex
             elif str(sex).strip().upper()[:1] != info.sex:
-                warnings.append(f"sex {sex} given differs from the image's DICOM sex "
-                                f"{info.sex}; using {sex}")
+                warnings.append(Warn("dicom-conflict", "sex", str(sex),
+                                     f"sex {sex} given differs from the image's DICOM sex "
+                                     f"{info.sex}; using {sex}"))
         if age is None:
             raise MetadataError("age is required: give --age (years) or a DICOM with PatientAge")
         if sex is None:
@@ -203,7 +206,8 @@ class Predictor:
         record = parse_record(raw)
         values, present = encode(record, self.schema)
         if "bmi" in record.derived:
-            warnings.append(f"bmi derived from height and weight: {record['bmi']:.1f} kg/m2")
+            warnings.append(Warn("derived", "bmi", f"{record['bmi']:.1f}",
+                                 f"bmi derived from height and weight: {record['bmi']:.1f} kg/m2"))
         pixels = preprocess(radiograph.pixels, self.spec, side=side, select=select)
         inputs = {k: v for k, v in record.values.items() if v is not None}
         if side:
@@ -237,7 +241,8 @@ class Predictor:
             try:
                 z = refs_mod.z_score(bmd, case.age, case.sex, self.references)
             except MetadataError as err:
-                warnings.append(f"no Z-score: {err}")
+                warnings.append(Warn("no-z-score", "age_xray", f"{case.age:g}",
+                                     f"no Z-score: {err}"))
         hw = self.interval.halfwidth_gcm2
         interval = (bmd - hw, bmd + hw, self.interval.coverage)
         ranked = sorted(((n, float(w)) for n, w, p in

@@ -26,7 +26,6 @@ checks, or with `force=True` returns them as warnings.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,16 +61,15 @@ class QualityReport:
 NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "NM", "PT", "US", "MG", "IVUS", "OCT", "OP",
                                        "ES", "SM", "XC", "ECG", "RTIMAGE", "SEG", "SR", "PR"})
 
-_COLOUR_RE = re.compile(r"colou?r in ([0-9.]+)% of pixels")
 _THUMB = 64
 
 
 def colour_fraction(warnings: tuple[str, ...]) -> float:
-    """Share of coloured pixels the image reader reported (0 when it reported none)."""
+    """Share of coloured pixels the image reader reported (0 when it reported none): read from
+    its `warn.Warn` record, not parsed back out of the sentence."""
     for w in warnings:
-        m = _COLOUR_RE.search(w)
-        if m:
-            return float(m.group(1)) / 100.0
+        if getattr(w, "code", None) == "colour-converted":
+            return float(w.value)  # type: ignore[attr-defined]
     return 0.0
 
 
