@@ -29,10 +29,11 @@ from sklearn.linear_model import LinearRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import KFold, cross_val_predict  # noqa: E402
 
+from bmd_edge.references import SCREENING_THRESHOLD_GCM2  # noqa: E402
 from bmd_edge.synth import generate_cohort  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-T1, T25 = 0.899, 0.691
+T1, T25 = SCREENING_THRESHOLD_GCM2, 0.691
 
 
 def load(cohort: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

@@ -10,7 +10,10 @@ Steps (each a `bmd-edge` command, so the recipe is exactly what a user can run):
 4. `export`   all four formats to WORK/bundle with --ship (fp32 variants optional).
 5. copy bundle.json + the int8 files into export/ (fp32 files too; .gitignore keeps them out of
    git), the case list and recipe into calibration/, and write calibration/report.md.
-6. recalibrate the interval on 800 fresh synthetic cases (calibration/recalibrate_interval.py).
+6. recalibrate the interval on 800 fresh synthetic cases (calibration/recalibrate_interval.py),
+   which re-stamps the model files and prints the new bundle digest;
+7. put that digest into `PINNED_DIGESTS` in bmd_edge/bundle_trust.py (the shipped bundle is
+   pinned, not signed), then `scripts/readme_outputs.py --write` for the README's outputs.
 
 The committed bundle was built with `--n 1200 --preset cpu-fast --epochs 12`: the `paper` preset
 (ResNet34 at 224 px) ran 860 s per epoch on the shared 2-core machine, too slow for one session.

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bmd_edge.errors import InputError
+from bmd_edge.references import SCREENING_THRESHOLD_GCM2
 
 CASE_LIST_COLUMNS = ("line", "image", "patient_id", "sex", "fn_bmd", "stratum", "role")
 
@@ -123,7 +124,7 @@ def describe(rows: Sequence[CaseRow], role: str) -> dict[str, Any]:
     return {"n": len(sel), "female": sum(r.sex == "F" for r in sel),
             "male": sum(r.sex == "M" for r in sel),
             "fn_bmd_min": round(float(bmd.min()), 4), "fn_bmd_max": round(float(bmd.max()), 4),
-            "below_0.899": int((bmd < 0.899).sum())}
+            "below_0.899": int((bmd < SCREENING_THRESHOLD_GCM2).sum())}
 
 
 def recipe_markdown(manifest: str, n_train: int, n_heldout: int, subset_size: int, seed: int,
