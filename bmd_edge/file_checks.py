@@ -114,8 +114,11 @@ def special_kind(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _kind(mode)
 
 
-def link_leaving(path: Path, root: Path) -> str | None:
-    """When `path` is a link whose target lies outside `root` (resolved): the reason, else None."""
+def link_leaving(path: Path, root: Path, names: bool = True) -> str | None:
+    """When `path` is a link whose target lies outside `root` (resolved): the reason, else None.
+
+    `names=False`: the reason does not name the target.
+    """
     if not os.path.islink(path):
         return None
     try:
@@ -124,5 +127,5 @@ def link_leaving(path: Path, root: Path) -> str | None:
         return None  # a loop: unreadable_reason names it
     if target == root or target.is_relative_to(root):
         return None
-    return (f"is a link to {display_name(target)}, outside the folder; links leaving the folder "
-            f"are not followed")
+    where = display_name(target) if names else "a file"
+    return f"is a link to {where} outside the folder; links leaving the folder are not followed"

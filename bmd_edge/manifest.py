@@ -105,16 +105,16 @@ def _resolve_image(root: Path, text: str, check_files: bool) -> Path:
     try:
         path = given.resolve()
     except (RuntimeError, OSError) as err:  # 3.11 raises RuntimeError on a loop, 3.13 OSError
-        reason = (os_error_reason(given, err) if isinstance(err, OSError) else
+        reason = (os_error_reason(given, err, names=False) if isinstance(err, OSError) else
                   "is a symbolic link loop (links that point at each other); it is not read")
         raise ValueError(f"image {shown} {reason}") from None
     if not path.is_relative_to(root):
-        raise ValueError(f"image {shown} resolves outside the manifest's folder "
-                         f"({display_name(root)}); only files under it are read")
+        raise ValueError(f"image {shown} resolves outside the manifest's folder; only files "
+                         f"under it are read")
     if check_files:
-        reason = unreadable_reason(given)
+        reason = unreadable_reason(given, names=False)  # rows name no folder, no link target
         if reason == "was not found":
-            raise ValueError(f"image {shown} not found under {display_name(root)}")
+            raise ValueError(f"image {shown} not found in the manifest's folder")
         if reason:
             raise ValueError(f"image {shown} {reason}")
     return path

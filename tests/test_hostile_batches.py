@@ -130,8 +130,9 @@ def test_bad_rows_are_reported_and_good_rows_processed(
         summary = json.loads(stdout)
         assert (summary["n_ok"], summary["n_failed"]) == (len(case.good), len(case.bad))
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"], "no temp or lock may remain"
-    with open(out, newline="", encoding="utf-8") as fh:  # strict UTF-8: must decode
-        rows = list(csv.DictReader(fh))
+    text = out.read_bytes().decode("utf-8")  # strict UTF-8: must decode
+    assert str(corpus) not in text, "results.csv names images by source, never by path"
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert len(rows) == len(case.good) + len(case.bad), [r["source"] for r in rows]
     by_source = {r["source"]: r for r in rows}
     assert len(by_source) == len(rows), "one row per source"

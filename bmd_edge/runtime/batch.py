@@ -82,7 +82,7 @@ def items_from_directory(folder: Path, defaults: Mapping[str, object]) -> list[B
     items = []
     for e in entries:
         path = folder / e.name
-        problem = link_leaving(path, root) or unreadable_reason(path)
+        problem = link_leaving(path, root, names=False) or unreadable_reason(path, names=False)
         items.append(BatchItem(source=display_name(e.name), path=path, fields=dict(defaults),
                                problem=problem))
     return items
@@ -224,6 +224,10 @@ def _run(predictor: Any, items: Sequence[BatchItem], out: Path, tmp: Path,
                                  f"{one_line(err.strerror or str(err))}") from None
 
         def fail(item: BatchItem, reason: str) -> None:
+            # results.csv names an image only by its source, never by the path (folders and
+            # archives are often named after patients)
+            for full in {str(item.path), display_name(item.path)} - {"."}:
+                reason = reason.replace(full, item.source)
             failures.append((item.source, one_line(reason)))
             write(_row(item, error=reason, include_ids=include_ids))
 
@@ -236,7 +240,7 @@ def _run(predictor: Any, items: Sequence[BatchItem], out: Path, tmp: Path,
             fail(BatchItem(display_name(source), Path(".")), reason)
 
         def prepare(item: BatchItem) -> Any:
-            problem = item.problem or unreadable_reason(item.path)  # never block on a FIFO
+            problem = item.problem or unreadable_reason(item.path, names=False)  # FIFO: no read
             if problem:
                 raise InputError(f"{item.source} {problem}")
             return predictor.prepare(item.path, force=force, **dict(item.fields))

@@ -32,7 +32,7 @@ BASE = ("--age", "70", "--sex", "F")
 NON_UTF8 = os.fsdecode(b"caf\xe9.png")        # Latin-1 "café.png": not UTF-8
 NON_UTF8_BAD = os.fsdecode(b"bad\xff\xfe.png")
 LONG = "x" * 296 + ".png"                        # 300 characters: over the 255-byte name limit
-LEAVES = r"is a link to .*outside\.png, outside the folder; links leaving the folder are not followed"
+LEAVES = r"is a link to a file outside the folder; links leaving the folder are not followed"
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,13 @@ def cases() -> list[HostileCase]:
                     good=good2, files={**folder2, "loop.png": Link("loop.png")},
                     before="skipped silently (is_file() is False for a loop)"))
     add(HostileCase("folder_dangling_link", 4, ROWS, "folder_dangling_link", BASE,
-                    bad=(("gone.png", r"is a link to a missing file \(deleted\.png\)"),),
+                    bad=(("gone.png", r"is a link to a missing file; it is not read"),),
                     good=good2, files={**folder2, "gone.png": Link("deleted.png")},
                     before="skipped silently"))
     add(HostileCase("folder_fifo", 4, ROWS, "folder_fifo", BASE,
                     bad=(("pipe.png", r"is a FIFO \(named pipe\), not a regular file"),),
                     good=good2, files={**folder2, "pipe.png": Fifo()}, subprocess=True,
-                    before="skipped silently; a FIFO reached through a manifest blocked forever"))
+                    before="skipped silently"))
     add(HostileCase("folder_link_leaves", 4, ROWS, "folder_link_leaves/in", BASE,
                     bad=(("out.png", LEAVES),),
                     good=(Good("a.png", "ref/s0.png"),),
@@ -150,7 +150,7 @@ def cases() -> list[HostileCase]:
     add(HostileCase("folder_sparse_4tb", 4, ROWS, "folder_sparse_4tb", BASE,
                     bad=(("huge.png", r"memory|too large|larger than"),),
                     good=good2, files={**folder2, "huge.png": Sparse(4 << 40)}, subprocess=True,
-                    before="MemoryError (an exception type no one expected) in the row"))
+                    before="the row said 'internal error: MemoryError: ' (no reason given)"))
     rows = [("a.png", "70", "F"), ("b.png", "66", "M")]
     good_m = (Good("a.png", "ref/s0.png", "70", "F"), Good("b.png", "ref/s1.png", "66", "M"))
     add(HostileCase("man_symlink_loop", 4, ROWS, "man_symlink_loop/manifest.csv",
