@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -150,3 +151,33 @@ def test_openvino_import_is_safe_from_many_threads() -> None:
     res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def _borrow_once(pool: Any) -> object:
+    with pool.request() as req:
+        return req
+
+
+def test_request_pool_lends_each_request_to_one_caller(tiny_bundle: Path) -> None:
+    """A borrowed request is nobody else's until returned; a caller beyond the pool waits."""
+    from contextlib import ExitStack
+
+    from bmd_edge.runtime.backends import RequestPool
+
+    compiled = Predictor.load(tiny_bundle, backend="openvino", threads=1).session._compiled
+    pool = RequestPool(compiled, 2)
+    with pool.request() as lone:
+        pass
+    with pool.request() as again:
+        assert again is lone  # LIFO: a lone caller keeps its warm request
+    got: list[object] = []
+    with ExitStack() as stack:
+        a = stack.enter_context(pool.request())
+        b = stack.enter_context(pool.request())
+        assert a is not b
+        waiter = threading.Thread(target=lambda: got.append(_borrow_once(pool)))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and got == []  # both lent out: the third caller waits
+    waiter.join(10)
+    assert not waiter.is_alive() and got[0] in (a, b)
