@@ -136,7 +136,7 @@ def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
         hd.sr.Measurement(name=_code("FNBMD", "Femoral neck BMD (estimated)"),
                           value=float(p.bmd_gcm2),
                           unit=_code("g/cm2", "gram per square centimeter", "UCUM"),
-                          algorithm_id=algorithm, properties=props, referenced_images=[src_ref]),
+                          properties=props, referenced_images=[src_ref]),
         hd.sr.Measurement(name=_code("TSCORE", "T-score"), value=float(p.t_score),
                           unit=_code("{T-score}", "T-score", "UCUM")),
     ]
