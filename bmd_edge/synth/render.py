@@ -37,7 +37,8 @@ from bmd_edge.synth.physics import REFERENCE, Acquisition, expose
 
 F32 = np.float32
 FOV_MM = {"hip": 220.0, "pelvis": 380.0}   # field of view across the image
-MAX_INTERNAL_PX_MM = 0.5                    # render at least this finely, then downsample
+MAX_INTERNAL_PX_MM = 0.5                    # aim to render at least this finely, then downsample
+MAX_INTERNAL_PX = 640                       # … but never on a grid larger than this (speed)
 METAL_KINDS = ("none", "prosthesis", "screws")
 
 
@@ -236,7 +237,9 @@ def _layout(size: int, view: str, pose: Pose, flip: bool) -> Layout:
     """Image-frame mm coordinates of every internal pixel (origin: right hip or pelvis midline)."""
     fov = FOV_MM[view]
     px_out = fov / size
-    ss = max(1, min(2, math.ceil(px_out / MAX_INTERNAL_PX_MM)))
+    # Supersample ×2 while the internal grid stays ≤ MAX_INTERNAL_PX (a 256-px hip is drawn at
+    # 0.43 mm); larger outputs are drawn at their own size (a 512-px pelvis at 0.74 mm).
+    ss = 2 if px_out > MAX_INTERNAL_PX_MM and 2 * size <= MAX_INTERNAL_PX else 1
     n = size * ss
     px = px_out / ss
     centre = (0.03 * fov, 0.2 * fov) if view == "hip" else (0.0, -0.1 * fov)
