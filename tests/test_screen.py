@@ -283,12 +283,15 @@ def test_cli_refuses_bad_sources_with_one_line(tmp_path: Path,
     (tmp_path / "file").write_text("x")
     for args, msg in ((["screen", str(tmp_path / "nope"), "--out", str(tmp_path / "r")],
                        "does not exist"),
-                      (["screen", str(tmp_path), "--out", str(tmp_path / "file")], "is a file")):
+                      (["screen", str(tmp_path), "--out", str(tmp_path / "file")], "is a file"),
+                      (["screen", str(tmp_path), "--out", str(tmp_path / "r2"), "--address",
+                        "127.0.0.1:1"], "cannot reach the Ray cluster")):
         with pytest.raises(SystemExit) as e:
             main(args)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("error: ") and msg in err
         assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r2").exists()  # refused before anything was written
 
 
 def test_edge_import_does_not_load_ray_or_pyarrow() -> None:

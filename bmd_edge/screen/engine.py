@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bmd_edge.errors import InputError
 from bmd_edge.screen import keys as K
 from bmd_edge.screen.listing import Input, iter_inputs
 from bmd_edge.screen.store import FolderLock, ResultsFolder, open_folder
@@ -143,6 +144,8 @@ def screen(source: Path, out: Path, defaults: Mapping[str, object], opts: Screen
     from bmd_edge.screen.report import summarise
 
     require_pyarrow()
+    if opts.address:
+        _check_reachable(opts.address)  # before any work: a typo fails in seconds
     model = model_identity(opts)
     out = Path(out)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -218,10 +221,30 @@ def _init_ray(opts: ScreenOptions) -> None:
     common: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                               "log_to_driver": True}
     if opts.address:
-        ray.init(address=opts.address, **common)
+        try:
+            ray.init(address=opts.address, **common)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise InputError(f"cannot join the Ray cluster at {opts.address!r} "
+                             f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+                             "start it with `ray start --head` or drop --address") from None
         return
     ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count() or 1,
              object_store_memory=opts.object_store_mb * 2**20, **common)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not Ray's minutes of retries, when a host:port cannot be reached."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise InputError(f"cannot reach the Ray cluster at {address!r} ({err.strerror or err}); "
+                         "start it with `ray start --head` or drop --address") from None
 
 
 def _bound_object_store(ctx: Any, opts: ScreenOptions) -> None:
