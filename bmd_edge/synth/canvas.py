@@ -27,7 +27,8 @@ from bmd_edge.synth.materials import MaterialMaps
 
 F32 = np.float32
 CORTEX_GCM3 = 1.15     # g HA per cm³ of bone tissue, as the hips (anatomy.TMD_G_CM3)
-MAX_INTERNAL_PX_MM = 0.5  # draw at least this finely (≤ 2× supersampling), as the hips
+MAX_INTERNAL_PX_MM = 0.5  # draw at least this finely (2× supersampling), as the hips …
+MAX_INTERNAL_PX = 640     # … but never on a grid larger than this (speed), as the hips
 TEXTURE_GAIN = 0.3     # cancellous mineral × clip(1 + gain·texture, 0, 3) (hips: 0.6 × BV/TV)
 N_ORIENT = 6           # oriented texture fields, 30° apart
 
@@ -60,10 +61,11 @@ class Canvas:
     """Accumulates bone mineral, soft tissue and gas on the posed detector grid."""
 
     def __init__(self, size: int, pose: Pose, texture_seed: int) -> None:
-        # Like the hips (render.py), draw on a grid at least ≈ 0.5 mm fine (up to 2× the output)
+        # Like the hips (render.py), draw on a grid ≈ 0.5 mm fine (2× the output, ≤ 640 px)
         # so the texture exists before the detector-sized pixels average it.
         self.size, self.pose = size, pose
-        self.ss = max(1, min(2, math.ceil(pose.fov_mm / size / MAX_INTERNAL_PX_MM)))
+        self.ss = 2 if pose.fov_mm / size > MAX_INTERNAL_PX_MM and 2 * size <= MAX_INTERNAL_PX \
+            else 1
         self.n = n = size * self.ss
         px = pose.fov_mm / n
         rho = math.radians(pose.rotation_deg)
@@ -164,11 +166,11 @@ class Canvas:
 
         Soft tissue is not a uniform jelly: rays near the skin cross mostly subcutaneous fat
         (fat share rises towards the edge of each envelope, a darker rim as on real films), and
-        muscle bellies and skin folds modulate the thickness by a few per cent at ≈ 2–5 cm.
+        muscle bellies and skin folds modulate the thickness by ≈ 2.5 % at ≈ 4 cm scales.
         """
         soft = np.maximum(self.soft, self.bone_mm + self.gas)
-        lumps = _lowpass(self._seed + 1, self.n, 25.0 / self.px_mm)
-        soft = soft * (F32(1.0) + F32(0.04) * lumps)
+        lumps = _lowpass(self._seed + 1, self.n, 40.0 / self.px_mm)
+        soft = soft * (F32(1.0) + F32(0.025) * lumps)
         soft = np.maximum(soft, self.bone_mm + self.gas)
         depth = max(float(np.percentile(soft[soft > 0], 90)) if soft.any() else 1.0, 1.0)
         rim = np.exp(-soft / F32(0.25 * depth))

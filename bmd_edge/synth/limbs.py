@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from bmd_edge.synth.anatomy import ellipsoid, tube
-from bmd_edge.synth.canvas import Canvas, Part, sample_pose
+from bmd_edge.synth.canvas import Canvas, Part, polyline, sample_pose
 from bmd_edge.synth.materials import MaterialMaps
 
 F32 = np.float32
@@ -48,7 +48,7 @@ def knee(rng: np.random.Generator, size: int) -> MaterialMaps:
     view = "AP" if rng.random() < 0.6 else "lateral"
     paed = bool(rng.random() < 0.15)
     s = float(rng.normal(1.0, 0.06)) * (0.75 if paed else 1.0)
-    c = Canvas(size, sample_pose(rng, 240.0 * s, (0.0, 10.0 * s), rot_sd=5.0),
+    c = Canvas(size, sample_pose(rng, 290.0 * s, (0.0, 10.0 * s), rot_sd=5.0),
                int(rng.integers(2**31 - 1)))
     q, rt = _quality(rng, paed)
     pw = float(rng.uniform(2.0, 3.5))
@@ -56,8 +56,9 @@ def knee(rng: np.random.Generator, size: int) -> MaterialMaps:
     if view == "AP":
         fib = 36.0 * k
         c.bone([c.shell_tube((0, -300 * k), (0, -80 * k), 14 * k, 16 * k, 4.5 * q, MARROW),
-                c.shell_tube((0, -110 * k), (0, -72 * k), 16 * k, 21 * k, 1.2 * q, rt),
-                c.shell_tube((0, -76 * k), (0, -40 * k), 21 * k, 31 * k, 1.2 * q, rt),
+                c.shell_tube((0, -115 * k), (0, -80 * k), 15.5 * k, 18 * k, 1.4 * q, rt),
+                c.shell_tube((0, -82 * k), (0, -58 * k), 18 * k, 25 * k, 1.2 * q, rt),
+                c.shell_tube((0, -60 * k), (0, -38 * k), 25 * k, 32 * k, 1.2 * q, rt),
                 c.shell_ellipsoid((-19 * k, -12 * k), 19 * k, 20 * k, 30 * k, 1.3 * q, rt),
                 c.shell_ellipsoid((19 * k, -13 * k), 18 * k, 19 * k, 30 * k, 1.3 * q, rt)],
                90.0, gaps=_physis(c, paed, (0, -32 * k), 90.0, pw))
@@ -65,8 +66,9 @@ def knee(rng: np.random.Generator, size: int) -> MaterialMaps:
         c.bone([c.shell_ellipsoid((0, 23 * k), 38 * k, 11 * k, 27 * k, 1.3 * q, rt),
                 c.shell_ellipsoid((-5 * k, 13 * k), 5 * k, 6 * k, 8 * k, 1.0, rt),
                 c.shell_ellipsoid((6 * k, 13 * k), 5 * k, 6 * k, 8 * k, 1.0, rt),
-                c.shell_tube((0, 25 * k), (0, 62 * k), 34 * k, 22 * k, 1.3 * q, rt),
-                c.shell_tube((0, 58 * k), (0, 112 * k), 22 * k, 16 * k, 1.3 * q, rt),
+                c.shell_tube((0, 25 * k), (0, 48 * k), 34 * k, 26 * k, 1.3 * q, rt),
+                c.shell_tube((0, 45 * k), (0, 75 * k), 26 * k, 19 * k, 1.3 * q, rt),
+                c.shell_tube((0, 72 * k), (0, 115 * k), 19 * k, 16 * k, 1.5 * q, rt),
                 c.shell_tube((0, 95 * k), (1 * k, 320 * k), 15 * k, 13 * k, 4.5 * q, MARROW)],
                90.0, gaps=_physis(c, paed, (0, 38 * k), 90.0, pw))
         c.bone([c.shell_ellipsoid((fib, 45 * k), 10 * k, 12 * k, 10 * k, 1.0 * q, rt),
@@ -131,7 +133,6 @@ def shoulder(rng: np.random.Generator, size: int) -> MaterialMaps:
             c.shell_tube((-115 * k, 25 * k), (15 * k, -30 * k), 7 * k, 9 * k, 1.5 * q, rt, 0.8),
             c.shell_ellipsoid((32 * k, -38 * k), 24 * k, 9 * k, 11 * k, 1.3 * q, rt, 0.1),
             c.shell_ellipsoid((-10 * k, -20 * k), 9 * k, 12 * k, 10 * k, 1.2 * q, rt)], 70.0)
-    from bmd_edge.synth.canvas import polyline
     c.bone([polyline(c, [(-210 * k, -85 * k), (-140 * k, -70 * k), (-70 * k, -62 * k),
                          (-20 * k, -52 * k), (22 * k, -48 * k)], 8.5 * k, 2.0 * q, rt)], 0.0)
     for i in range(5):
