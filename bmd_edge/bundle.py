@@ -513,6 +513,9 @@ class Bundle:
         if not meta_path.is_file():
             raise BundleError(f"missing file {META_FILE} in bundle {root}; is this a bmd-edge bundle?")
         try:
+            if meta_path.stat().st_size > F.MAX_META_BYTES:
+                raise BundleError(f"file {META_FILE} in bundle {root} is larger than "
+                                  f"{F.MAX_META_BYTES} bytes; not bmd-edge metadata")
             raw = meta_path.read_bytes()
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

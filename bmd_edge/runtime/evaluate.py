@@ -35,8 +35,8 @@ def evaluate_bundle(bundle: str | Path | None, manifest: str | Path, out_dir: st
                        allow_unsigned=allow_unsigned)
     prepared, gated = [], 0
     for c in cases:
-        facts = {k: v for k, v in c.record.values.items()
-                 if v is not None and k not in c.record.derived}
+        facts: dict[str, Any] = {k: v for k, v in c.record.values.items()
+                                 if v is not None and k not in c.record.derived}
         age = facts.pop("age_xray")
         # force=True: a case the quality gate would refuse is still scored, and counted, so the
         # metrics cover the whole manifest (as the interval-coverage benchmark does).
