@@ -40,12 +40,14 @@ INPUT_NAMES = ["image", "values", "present"]
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (IR .bin files can be large)."""
-    h = hashlib.sha256()
+    """Hex sha256 of a file through one reused 256 KiB buffer (IR .bin files can be large)."""
     with open(path, "rb") as fh:
+        if hasattr(hashlib, "file_digest"):  # Python 3.11+
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
 
 
 def render(meta: BundleMeta) -> str:
@@ -567,11 +569,14 @@ class Bundle:
                                   "folder; refusing it")
             if not p.is_file():
                 raise BundleError(_not_installed(v))
-            data = p.read_bytes()
-            if hashlib.sha256(data).hexdigest() != self.meta.files[f]:
+            # The main file is read whole (its embedded metadata is compared below); others,
+            # such as a 12 MB .bin, are hashed through one small reused buffer.
+            data = p.read_bytes() if f == v.file else None
+            digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(p)
+            if digest != self.meta.files[f]:
                 raise BundleError(f"checksum mismatch for file {f} in bundle {self.root}; the "
                                   "file changed after export — re-export the bundle")
-            if f == v.file:
+            if data is not None:
                 embedded = read_embedded(p.suffix, data)
                 if embedded is None:
                     raise BundleError(f"model file {f} in bundle {self.root} carries no bmd-edge "
