@@ -13,7 +13,6 @@ searched for its `<bmd_edge>` rt_info block.
 
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,8 @@ def stamp(path: Path, embedded: dict[str, Any]) -> None:
 
 def _restamp_ir_text(xml: Path, text: str) -> None:
     """Replace an IR's <bmd_edge> rt_info block in place; its weights file is not touched."""
+    import html  # export time only: the import costs milliseconds on every predict
+
     value = html.escape(text, quote=True)
     block = (f"<bmd_edge>\n\t\t\t<format_version value=\"{FORMAT_VERSION}\" />\n"
              f"\t\t\t<metadata value=\"{value}\" />\n\t\t</bmd_edge>")
