@@ -121,11 +121,11 @@ def _check(predictor: Predictor, cases: list[tuple[Path, dict[str, object]]],
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_tiny_bundle_8_threads_x_250_calls(tiny_bundle: Path, tmp_path: Path,
+def test_tiny_bundle_8_threads_x_1000_calls(tiny_bundle: Path, tmp_path: Path,
                                            backend: str) -> None:
-    """8 threads × 250 calls (2,000 per backend) on 16 films: all equal the sequential result."""
+    """8 threads × 1,000 calls each (8,000 per backend) on 16 films: all equal the sequential result."""
     predictor = Predictor.load(tiny_bundle, backend=backend, threads=1)
-    _check(predictor, _cases(tmp_path / "films", 16), calls_per_thread=250)
+    _check(predictor, _cases(tmp_path / "films", 16), calls_per_thread=1000)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
