@@ -460,9 +460,12 @@ class BundleMeta:
             return self.variants[wanted]
         precision = wanted or "int8"
         if precision not in PRECISIONS:
-            raise BundleError(f"variant {wanted!r} is neither a variant nor a precision; "
-                              f"variants: {', '.join(have) or 'none'}; precisions: "
-                              f"{', '.join(PRECISIONS)}")
+            hint = ("; fp32 files are not shipped: build them with `bmd-edge export` "
+                    "(export/build_default.py for the default model)"
+                    if "fp32" in precision else "")
+            raise BundleError(f"variant {wanted!r} is neither a variant of this bundle nor a "
+                              f"precision; installed variants: {', '.join(have) or 'none'}; "
+                              f"precisions: {', '.join(PRECISIONS)}{hint}")
         runnable = (".onnx",) if backend == "onnxruntime" else (".xml", ".onnx")
         ranked = sorted((self.variants[n] for n in have
                          if self.variants[n].precision == precision

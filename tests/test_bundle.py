@@ -198,6 +198,14 @@ def test_symlink_out_of_the_folder_is_refused(shipped: Path, tmp_path: Path) -> 
         Bundle.load(shipped).verified_file("onnx-int8")
 
 
+def test_fp32_on_the_shipped_bundle_says_how_to_get_it() -> None:
+    res = CliRunner().invoke(app, ["predict", str(SAMPLE), "--age", "70", "--sex", "F",
+                                   "--variant", "openvino-fp32"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert "installed variants: openvino-int8, onnx-int8" in res.stderr
+    assert "fp32 files are not shipped" in res.stderr
+
+
 # -- signed bundles --------------------------------------------------------------------------------
 @pytest.fixture()
 def own_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:

@@ -101,7 +101,7 @@ def test_errors_are_package_errors(bundle_dir: Path, tmp_path: Path) -> None:
         p.predict(np.full((40, 40), 0.5, np.float32), age=70, sex="F")
     forced = p.predict(np.full((40, 40), 0.5, np.float32), age=70, sex="F", force=True)
     assert any("--force" in w for w in forced.warnings)
-    with pytest.raises(BundleError, match="variant 'int4' is neither a variant nor a precision"):
+    with pytest.raises(BundleError, match="variant 'int4' is neither a variant of this bundle nor a precision"):
         Predictor.load(bundle_dir, backend="onnxruntime", variant="int4")
     with pytest.raises(InputError, match="backend 'tensorrt'"):
         Predictor.load(bundle_dir, backend="tensorrt")

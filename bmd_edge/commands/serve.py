@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from bmd_edge.commands.failure import fail
 from bmd_edge.errors import BmdEdgeError
 
 
@@ -57,9 +58,8 @@ def serve(
         logs.setup()
         node = ServeNode(cfg)
         node.start()
-    except BmdEdgeError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(err.exit_code) from None
+    except BmdEdgeError as err:  # the one error path (commands/failure.py)
+        raise typer.Exit(fail(err)) from None
     except OSError as err:   # port in use, spool not writable
         typer.echo(f"error: cannot start serve: {err.strerror or err}", err=True)
         raise typer.Exit(2) from None
