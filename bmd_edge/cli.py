@@ -20,6 +20,7 @@ import typer.main
 from bmd_edge import __version__
 from bmd_edge.commands import benchmark, compress, inference, screen, serve, synth, training
 from bmd_edge.commands.failure import fail, one_line
+from bmd_edge.commands.strict import StrictCommand
 from bmd_edge.errors import BmdEdgeError
 
 app = typer.Typer(
@@ -47,17 +48,17 @@ def _root(
     """Estimate femoral-neck BMD (g/cm², GE Lunar scale) from a hip X-ray and clinical facts."""
 
 
-app.command("synth")(synth.synth)
-app.command("train")(training.train)
-app.command("cv")(training.cv)
-app.command("evaluate")(training.evaluate)
-app.command("quantize")(compress.quantize)
-app.command("export")(compress.export)
-app.command("predict")(inference.predict)
-app.command("info")(inference.info)
-app.command("screen")(screen.screen)
-app.command("serve")(serve.serve)
-app.command("benchmark")(benchmark.benchmark)
+app.command("synth", cls=StrictCommand)(synth.synth)
+app.command("train", cls=StrictCommand)(training.train)
+app.command("cv", cls=StrictCommand)(training.cv)
+app.command("evaluate", cls=StrictCommand)(training.evaluate)
+app.command("quantize", cls=StrictCommand)(compress.quantize)
+app.command("export", cls=StrictCommand)(compress.export)
+app.command("predict", cls=StrictCommand)(inference.predict)
+app.command("info", cls=StrictCommand)(inference.info)
+app.command("screen", cls=StrictCommand)(screen.screen)
+app.command("serve", cls=StrictCommand)(serve.serve)
+app.command("benchmark", cls=StrictCommand)(benchmark.benchmark)
 
 
 def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,6 +7,13 @@ MONOCHROME1 so bone is bright everywhere. Multi-frame objects (cine, ultrasound 
 refused: a radiograph is one frame, and guessing which frame the user meant is worse than asking.
 Compressed transfer syntaxes decode when a pydicom plugin is installed; otherwise the error says
 which package to install.
+
+Bomb guards, all before the allocation they protect against: a deflated dataset is inflated once
+under a byte budget before pydicom inflates it whole; Rows × Columns × samples × bytes must fit
+`MAX_DECODED_BYTES`; and a compressed frame's own codestream header (JPEG SOF, JPEG 2000 SIZ)
+must claim the same size as Rows/Columns, since the decoder allocates what the codestream says.
+Ages derived from tags are whole years (completed years), so an output line next to the study
+date never gives back the birth date.
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 import warnings
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from bmd_edge.errors import ImageReadError, UnsupportedImageError
-from bmd_edge.image_io import ImageInfo, Radiograph, check_dimensions, scale_float, to_gray
+from bmd_edge.image_io import (MAX_FILE_BYTES, ImageInfo, Radiograph, check_budget,
+                               check_dimensions)
+from bmd_edge.pixel_scale import map_strips, unit_gray
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -32,7 +42,8 @@ if TYPE_CHECKING:
 IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs",
                     "AccessionNumber", "InstitutionName")
 _DATE_TAGS = ("StudyDate", "AcquisitionDate", "ContentDate", "SeriesDate")  # in this order
-_AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+_AGE_DAYS = {"D": 1, "W": 7}  # PatientAge units counted in days; months and years below
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 _SIDES = {"L": "left", "R": "right"}
 
 
@@ -47,10 +58,13 @@ def _install_hint(uid: str) -> str:
     return "pip install 'bmd-edge[dicom]'"
 
 
-def decode_dicom(data: bytes, name: str = "<bytes>") -> Radiograph:
-    """Decode one single-frame DICOM image; see the module docstring for the pixel pipeline."""
+def decode_dicom(source: bytes | BinaryIO, name: str = "<bytes>") -> Radiograph:
+    """Decode one single-frame DICOM image (bytes or a binary file positioned at its start);
+    see the module docstring for the pixel pipeline and the bomb guards."""
     import pydicom
 
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    _check_deflated(fp, name)
     # pydicom's warnings and log lines can quote tag values (names, IDs): keep them all in.
     logger = logging.getLogger("pydicom")
     was_disabled, logger.disabled = logger.disabled, True
@@ -58,7 +72,7 @@ def decode_dicom(data: bytes, name: str = "<bytes>") -> Radiograph:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                ds = pydicom.dcmread(io.BytesIO(data), force=True)  # force: no-preamble files
+                ds = pydicom.dcmread(fp, force=True)  # force: no-preamble files
             except Exception as exc:  # noqa: BLE001 - any parser failure means a bad file
                 raise ImageReadError(f"{name}: DICOM file is truncated or corrupt "
                                      f"({type(exc).__name__}); re-export it") from None
@@ -70,6 +84,48 @@ def decode_dicom(data: bytes, name: str = "<bytes>") -> Radiograph:
     finally:
         logger.disabled = was_disabled
     return Radiograph(pixels=pixels, info=info, warnings=tuple(warn))
+
+
+def _check_deflated(fp: BinaryIO, name: str) -> None:
+    """A deflated dataset must inflate within MAX_FILE_BYTES (pydicom inflates it whole)."""
+    from bmd_edge.stream_checks import inflated_size
+
+    start = fp.tell()
+    try:
+        ts, meta_end = _file_meta_syntax(fp)
+        if ts == _DEFLATED:
+            fp.seek(meta_end)
+            inflated_size(fp, MAX_FILE_BYTES, name)
+    finally:
+        fp.seek(start)
+
+
+def _file_meta_syntax(fp: BinaryIO) -> tuple[str | None, int]:
+    """(TransferSyntaxUID, offset after the file meta group) read from the raw bytes; the file
+    meta is always explicit VR little endian, after a 128-byte preamble and "DICM"."""
+    start = fp.tell()
+    head = fp.read(132)
+    pos = start + (132 if head[128:132] == b"DICM" else 0)
+    ts: str | None = None
+    while True:
+        fp.seek(pos)
+        h = fp.read(8)
+        if len(h) < 8 or struct.unpack("<H", h[:2])[0] != 0x0002:
+            return ts, pos
+        element, vr = struct.unpack("<H", h[2:4])[0], h[4:6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            raw = fp.read(4)
+            if len(raw) < 4:
+                return ts, pos
+            length, pos = struct.unpack("<I", raw)[0], pos + 12
+        else:
+            length, pos = struct.unpack("<H", h[6:8])[0], pos + 8
+        if element == 0x0010 and length < 256:
+            fp.seek(pos)
+            ts = fp.read(length).rstrip(b"\0 ").decode("ascii", "replace")
+        if length == 0xFFFFFFFF:
+            return ts, pos
+        pos += length
 
 
 def _convert_elements(ds: Dataset, name: str, warn: list[str]) -> None:
@@ -135,6 +191,11 @@ def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
     if frames != 1:
         raise UnsupportedImageError(f"{name}: DICOM has {frames} frames; expected a single-frame "
                                     "radiograph (export the frame you want as its own file)")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    samples = 3 if photometric == "PALETTE COLOR" else max(int(ds.get("SamplesPerPixel") or 1), 1)
+    allocated = int(ds.get("BitsAllocated") or 16)
+    sample_bytes = 2 if photometric == "PALETTE COLOR" else max(-(-allocated // 8), 1)
+    check_budget(cols, rows, samples, sample_bytes, name, "DICOM")
     tsyntax = ds.file_meta.get("TransferSyntaxUID")
     if tsyntax is not None and not tsyntax.is_transfer_syntax:
         raise UnsupportedImageError(f"{name}: DICOM transfer syntax UID {str(tsyntax)[:64]!r} is "
@@ -149,11 +210,15 @@ def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
         if not decoder.is_available:
             raise UnsupportedImageError(f"{name}: DICOM is compressed as {tsyntax.name} and no "
                                         f"decoder is installed; {_install_hint(tsyntax)}")
+        _check_codestream(ds, rows, cols, name)
     try:
         arr = ds.pixel_array  # YBR is converted to RGB by pydicom here
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise anything; user gets one line
         msg = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ImageReadError(f"{name}: DICOM pixel data could not be decoded ({msg})") from None
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:  # the stored bytes are not needed any more: free them now
+            del ds[keyword]
     if arr.shape not in ((rows, cols), (rows, cols, 3)):  # e.g. (frames, H, W) with no frame count
         shape = "×".join(str(n) for n in arr.shape)
         raise UnsupportedImageError(f"{name}: DICOM pixel data decodes to a {shape} array, not "
@@ -161,10 +226,17 @@ def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
                                     "frames but NumberOfFrames is missing or 1; export a single "
                                     "frame as its own file")
 
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        if arr.ndim != 2:
+            raise ImageReadError(f"{name}: DICOM is {photometric} but has {arr.shape[-1]} samples "
+                                 "per pixel; the file is corrupt")
         out = _monochrome(arr, ds, name, warn)
-        return (1.0 - out) if photometric == "MONOCHROME1" else out
+        if not np.isfinite(out).all():  # e.g. RescaleSlope 0 with RescaleIntercept inf
+            raise ImageReadError(f"{name}: DICOM pixel values are not finite after its rescale "
+                                 "slope/intercept or LUTs; the file is corrupt")
+        if photometric == "MONOCHROME1":
+            np.subtract(np.float32(1.0), out, out=out)
+        return out
     if photometric == "PALETTE COLOR":
         try:
             rgb = apply_color_lut(arr, ds)
@@ -174,45 +246,91 @@ def _pixels(ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
                                  f"is missing or invalid ({type(exc).__name__}); re-export it as "
                                  "MONOCHROME2 or RGB") from None
         warn.append("PALETTE COLOR converted to grayscale")
-        top = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
-        return to_gray(rgb.astype(np.float32) / np.float32(top), warn, order="rgb")
+        return unit_gray(rgb, name, warn, order="rgb")
     if arr.ndim == 3 and arr.shape[2] == 3:  # RGB, YBR_* (already RGB), …
         bits = int(ds.get("BitsStored") or 8)
-        return to_gray(arr.astype(np.float32) / np.float32(2**bits - 1), warn, order="rgb")
+        return unit_gray(arr, name, warn, order="rgb", top=2**bits - 1)
     raise UnsupportedImageError(f"{name}: DICOM photometric interpretation {photometric} is not "
                                 "supported; accepted: MONOCHROME1/2, RGB, YBR, PALETTE COLOR")
 
 
+def _check_codestream(ds: Dataset, rows: int, cols: int, name: str) -> None:
+    """The frame's codestream must claim Rows × Columns: a decoder allocates what the codestream
+    says (a 1.3 KB file claiming 20000² took 2.1 GB before the shape check). An 8-bit DCT JPEG
+    frame is also entropy-decoded strictly first: the plugins decode a cut stream grey."""
+    from pydicom.encaps import generate_fragments
+
+    from bmd_edge.stream_checks import STRICT_JPEG_SOF, check_jpeg_stream, codestream_size
+
+    data = ds.get("PixelData")
+    if not isinstance(data, (bytes, bytearray)) or data[:4] != b"\xfe\xff\x00\xe0":
+        return  # not encapsulated as expected: the decoder reports it
+    pos = 8 + struct.unpack("<I", data[4:8])[0]  # skip the Basic Offset Table item
+    if data[pos:pos + 4] != b"\xfe\xff\x00\xe0":
+        return
+    (length,) = struct.unpack("<I", data[pos + 4:pos + 8])
+    claimed = codestream_size(bytes(data[pos + 8:pos + 8 + min(length, 65536)]))
+    if claimed is None:
+        return
+    width, height, _components, precision, marker = claimed
+    if (width, height) != (cols, rows):
+        raise ImageReadError(f"{name}: DICOM's compressed frame claims {width}×{height} px but "
+                             f"its Rows/Columns say {cols}×{rows}; the file is corrupt or "
+                             "hostile")
+    if marker in STRICT_JPEG_SOF and precision == 8:
+        try:  # one frame (NumberOfFrames is 1 here): all fragments are its codestream
+            frame = b"".join(generate_fragments(bytes(data[pos:])))
+        except Exception:  # noqa: BLE001 - malformed items: the decoder reports them
+            return
+        check_jpeg_stream(frame, f"{name}: DICOM frame")
+
+
 def _monochrome(arr: np.ndarray, ds: Dataset, name: str, warn: list[str]) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window, else the stored range: display values in [0, 1]."""
+    """Modality LUT, then VOI LUT or window, else the stored range: display values in [0, 1].
+
+    Applied a strip of rows at a time (`map_strips`): pydicom's LUT functions work in float64,
+    which for a whole 100 MP image would be 0.8 GB per temporary.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
     if np.issubdtype(arr.dtype, np.floating):  # Float Pixel Data: no LUTs apply
-        return scale_float(arr, name, warn)
-    values = apply_modality_lut(arr, ds)
+        return unit_gray(arr, name, warn)
     voi = ds.get("VOILUTSequence")
     if voi and voi[0].get("LUTDescriptor") and voi[0].get("LUTData") is not None:
         entries, first = int(voi[0].LUTDescriptor[0]) or 65536, int(voi[0].LUTDescriptor[1])
         table = apply_voi(np.arange(first, first + entries, dtype=np.int64), ds)
         lo, hi = float(table.min()), float(table.max())
         if hi > lo:
-            out = apply_voi(np.rint(values).astype(np.int64), ds)
-            return ((out.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+            def voi_lut(block: np.ndarray) -> np.ndarray:
+                values = np.rint(apply_modality_lut(block, ds)).astype(np.int64)
+                out = apply_voi(values, ds)
+                return ((out.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+
+            return map_strips(arr, voi_lut)
         warn.append("VOI LUT is constant; ignored")
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         try:
-            out = apply_windowing(values.astype(np.float64), ds)
             with np.errstate(over="ignore"):  # the range probe saturates a sigmoid on purpose
                 lo, hi = apply_windowing(np.array([-1e15, 1e15]), ds)
             if hi != lo:
-                return ((out - lo) / (hi - lo)).clip(0.0, 1.0).astype(np.float32)
+                def window(block: np.ndarray) -> np.ndarray:
+                    values = apply_modality_lut(block, ds).astype(np.float64)
+                    out = apply_windowing(values, ds)
+                    return ((out - lo) / (hi - lo)).clip(0.0, 1.0).astype(np.float32)
+
+                return map_strips(arr, window)
         except (ValueError, TypeError, IndexError):
             pass
         warn.append("DICOM window is invalid; ignored (full stored range used)")
     # No VOI: scale by the range the stored bits can hold (after the modality LUT), like a PNG is
     # divided by its bit-depth maximum, so the same pixels give the same result in either file.
     lo, hi = _stored_range(ds)
-    return ((values.astype(np.float64) - lo) / (hi - lo)).clip(0.0, 1.0).astype(np.float32)
+
+    def stored(block: np.ndarray) -> np.ndarray:
+        values = apply_modality_lut(block, ds).astype(np.float64)
+        return ((values - lo) / (hi - lo)).clip(0.0, 1.0).astype(np.float32)
+
+    return map_strips(arr, stored)
 
 
 def _stored_range(ds: Dataset) -> tuple[float, float]:
@@ -246,18 +364,25 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def _age_years(ds: Dataset) -> float | None:
-    """PatientAge ("072Y", "006M", ...) or, failing that, birth date → acquisition date."""
+def _age_years(ds: Dataset) -> int | None:
+    """Completed years from PatientAge ("072Y", "0900M", "999W") or, failing that, from the
+    birth date to the acquisition date. Whole years only: a fractional age printed beside the
+    study date would give back the birth date to within days."""
     age = _text(ds, "PatientAge")
     if age and (m := re.fullmatch(r"(\d{1,3})\s*([DWMY])", age.upper())):
-        return round(int(m.group(1)) * _AGE_UNITS[m.group(2)], 3)
+        n, unit = int(m.group(1)), m.group(2)
+        if unit == "Y":
+            return n
+        if unit == "M":
+            return n // 12
+        return int(n * _AGE_DAYS[unit] // 365.25)
     birth = _parse_date(_text(ds, "PatientBirthDate"))
     if birth is None:
         return None
     for tag in _DATE_TAGS:
         seen = _parse_date(_text(ds, tag))
         if seen is not None and seen >= birth:
-            return round((seen - birth).days / 365.25, 3)
+            return seen.year - birth.year - ((seen.month, seen.day) < (birth.month, birth.day))
     return None
 
 

@@ -54,3 +54,61 @@ class DependencyError(BmdEdgeError):
     """An optional package needed for this feature is not installed; the message says which."""
 
     exit_code = 2
+
+
+# --- wording: every message is one line, whatever the user or a native library put in it -------
+
+MAX_SHOWN = 120  # characters of a user's value echoed back; the rest is counted, not printed
+MAX_LINE = 1000  # characters of one error line; a longer one is cut with a count
+
+
+def escape_controls(text: str) -> str:
+    """`text` with newlines, tabs, ESC and every other control character written as escapes, so a
+    value can never break a message into two lines or drive the terminal (ANSI codes)."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1] if ch not in "\"'" else ch)
+    return "".join(out)
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """A user's value (a path, an option) as we echo it: control characters escaped, cut to
+    `limit` characters with the length said, so a 100,000-character value costs one short line."""
+    text = escape_controls(str(value))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(str(value)):,} characters)"
+
+
+def quoted(value: object, limit: int = MAX_SHOWN) -> str:
+    """repr-like quoting of a user's value, cut like `shown`: 'F', 'abc…(100,000 characters)'."""
+    if isinstance(value, str):
+        return f"'{shown(value, limit)}'"
+    return shown(repr(value), limit)
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """Any message as one printable line: control characters (newlines too) escaped, cut to
+    `limit` characters."""
+    return shown(text.strip(), limit)
+
+
+_BOILERPLATE = ("exception from src/", "check '", "[ general_error ]")
+
+
+def native_reason(err: BaseException) -> str:
+    """The informative part of a native library's exception (OpenVINO, ONNX Runtime, libjpeg).
+
+    OpenVINO's messages start with "Exception from src/inference/src/cpp/core.cpp:132:" and put
+    the reason on the next lines; taking the first line alone tells the user nothing. This keeps
+    every line that is not a source location, joined into one line.
+    """
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.lower().startswith(_BOILERPLATE)]
+    text = " ".join(useful or lines) or type(err).__name__
+    return one_line(text, limit=400)

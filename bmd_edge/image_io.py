@@ -1,32 +1,42 @@
 """Read a radiograph file (PNG, JPEG, TIFF, DICOM) into float32 pixels in [0, 1], torch-free.
 
 Why this module exists: users hand us whatever their PACS or phone exported. We decide the format
-from the bytes (never the suffix), refuse decompression bombs and truncated files *before*
+from the first bytes (never the suffix), refuse decompression bombs and truncated files *before*
 decoding, and turn every bit depth / colour layout into one convention: a float32 H×W array in
 [0, 1] where 1 is the most attenuating (bone bright). Anything we changed on the way (colour
 dropped, float range rescaled) is reported in `Radiograph.warnings`. DICOM lives in `dicom_io`.
+
+Resource budget, so no single file can take the process past ~1.5 GB or a few seconds: only
+regular files are opened (a FIFO would hang, /dev/zero never ends); the type is sniffed from the
+first 4 KB; files over MAX_FILE_BYTES are refused before being read; and what a header says the
+decoder will allocate (width × height × channels × bytes per sample) must fit MAX_DECODED_BYTES.
+Compressed streams are checked before decoding (`stream_checks`), and the float conversion runs
+a strip of rows at a time (`pixel_scale`).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from bmd_edge.errors import ImageReadError, UnsupportedImageError
-from bmd_edge.warn import Warn
+from bmd_edge.errors import ImageReadError, InputError, UnsupportedImageError, shown
+from bmd_edge.pixel_scale import unit_gray
 
 ACCEPTED = "PNG, JPEG, TIFF, DICOM"
 MAX_PIXELS = 100_000_000  # decompression-bomb guard: a 100 MP float32 image is already 400 MB
+MAX_DECODED_BYTES = 256 * 2**20  # width × height × channels × bytes/sample a decoder may allocate
+MAX_FILE_BYTES = MAX_DECODED_BYTES + 32 * 2**20  # an uncompressed 256 MB image plus its headers
+SNIFF_BYTES = 4096  # the format is decided from this prefix; nothing more is read before that
+PATH_SHOWN = 300  # characters of a path echoed in a message
 MAX_SIDE = 20_000  # no detector is larger; bigger claims are corrupt or hostile
 MIN_SIDE = 32  # below this there is no hip to see (icons, thumbnails, 1×1 tracking pixels)
 MAX_ASPECT = 8.0  # a hip/pelvis view is roughly square; 8:1 is a strip, not a radiograph
-COLOUR_TOLERANCE = 8 / 255  # channel spread below this is JPEG chroma noise, not real colour
-
-# Luma weights (ITU-R BT.601), the same ones OpenCV's cvtColor uses.
-_LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class ImageInfo:
 
     format: str  # "png" | "jpeg" | "tiff" | "dicom": what the bytes are, not the suffix
     bits_stored: int | None = None  # bit depth per sample as stored (8, 12, 16, 32 for float)
-    age_years: float | None = None  # DICOM PatientAge, or birth date → study date
+    age_years: float | None = None  # completed years: DICOM PatientAge, or birth → study date
     sex: str | None = None  # "F" | "M" (DICOM PatientSex; "O" and blanks become None)
     pixel_spacing_mm: tuple[float, float] | None = None  # (row, col); None when absent or zero
     laterality: str | None = None  # "left" | "right" from ImageLaterality / Laterality
@@ -57,21 +67,77 @@ class Radiograph:
 def read_image(path: str | Path) -> Radiograph:
     """Read an image file; the format is decided from its content, not its name."""
     p = Path(path)
+    name = shown(p, PATH_SHOWN)
+    with _open_regular(p, name) as fh:
+        head = fh.read(SNIFF_BYTES)
+        fmt = sniff_format(head, name)
+        check_file_size(os.fstat(fh.fileno()).st_size, name)
+        if fmt == "dicom":
+            from bmd_edge.dicom_io import decode_dicom  # pydicom is imported only for DICOM input
+
+            fh.seek(0)
+            return decode_dicom(fh, name)  # pydicom reads the file itself: no second copy
+        data = head + _read_at_most(fh, MAX_FILE_BYTES + 1 - len(head), name)
+    check_file_size(len(data), name)  # the file grew after we looked at its size
+    return _decode_raster(data, fmt, name)
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(p: Path, name: str) -> BinaryIO:
+    """Open `p` for reading only if it is a regular file: a FIFO would block forever and a
+    device such as /dev/zero never ends. Opened non-blocking and checked again after opening,
+    so swapping the file for a FIFO in between does not hang us either."""
     try:
-        data = p.read_bytes()
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageReadError(f"{name} is a directory; expected an image file ({ACCEPTED})")
+        _check_regular(st.st_mode, name)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ImageReadError(f"image file not found: {p}") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{p} is a directory; expected an image file ({ACCEPTED})") from None
+        raise ImageReadError(f"image file not found: {name}") from None
     except OSError as exc:
-        raise ImageReadError(f"cannot read {p}: {exc.strerror or exc}") from None
-    return decode_image_bytes(data, name=str(p))
+        raise ImageReadError(f"cannot read {name}: {exc.strerror or exc}") from None
+    try:
+        _check_regular(os.fstat(fd).st_mode, name)
+    except ImageReadError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(mode: int, name: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    raise ImageReadError(f"{name} is {kind}, not an image file; give a regular file "
+                         f"({ACCEPTED})")
+
+
+def _read_at_most(fh: BinaryIO, limit: int, name: str) -> bytes:
+    try:
+        return fh.read(limit)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def check_file_size(size: int, name: str) -> None:
+    """Refuse a file too large to be one radiograph, before it is read."""
+    if size > MAX_FILE_BYTES:
+        raise ImageReadError(f"{name}: file is {size / 1e6:,.0f} MB, larger than the "
+                             f"{MAX_FILE_BYTES / 1e6:.0f} MB limit for one radiograph")
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> Radiograph:
     """Decode an in-memory image (e.g. an upload); `name` only labels error messages."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"decode_image_bytes needs bytes, got {type(data).__name__}")
+    name = shown(name, PATH_SHOWN)
+    check_file_size(len(data), name)
     data = bytes(data)
-    fmt = sniff_format(data, name)
+    fmt = sniff_format(data[:SNIFF_BYTES], name)
     if fmt == "dicom":
         from bmd_edge.dicom_io import decode_dicom  # pydicom is imported only for DICOM input
 
@@ -157,6 +223,21 @@ def check_dimensions(width: int, height: int, name: str, fmt: str) -> None:
                              f"a radiograph must be within {MAX_ASPECT:.0f}:1")
 
 
+def check_budget(width: int, height: int, channels: int, sample_bytes: int, name: str,
+                 fmt: str) -> None:
+    """Refuse an image whose decoded samples would exceed MAX_DECODED_BYTES (bomb guard).
+
+    Counting pixels is not enough: a 10000² RGBA 16-bit PNG has as many pixels as a 10000² grey
+    8-bit one but decodes to eight times the bytes (800 MB from a 778 KB file).
+    """
+    decoded = width * height * channels * sample_bytes
+    if decoded > MAX_DECODED_BYTES:
+        layout = f"{channels} channel{'s' if channels > 1 else ''} × {sample_bytes} byte"
+        raise ImageReadError(f"{name}: {fmt} image would decode to {decoded / 1e6:,.0f} MB "
+                             f"({width}×{height} px × {layout}); the limit is "
+                             f"{MAX_DECODED_BYTES / 1e6:.0f} MB")
+
+
 # --- cheap header parsing: size and bit depth without decoding pixels -----------------------
 
 
@@ -166,6 +247,8 @@ class _Header:
     height: int  # px
     bits: int  # bits per sample as stored
     note: str | None = None  # something worth a warning (e.g. extra TIFF pages)
+    channels: int = 1  # channels OpenCV will decode to (alpha and palettes counted as 4)
+    sample_bytes: int = 1  # bytes per decoded sample
 
 
 def _png_header(data: bytes, name: str) -> _Header:
@@ -174,7 +257,11 @@ def _png_header(data: bytes, name: str) -> _Header:
     width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
     if data.find(b"\x00\x00\x00\x00IEND", 33) < 0:
         raise ImageReadError(f"{name}: PNG is truncated (no IEND chunk); re-export the image")
-    return _Header(width, height, 8 if colour == 3 else depth)
+    channels = {0: 1, 2: 3}.get(colour, 4)  # palette, grey+alpha, RGBA: up to BGRA
+    if channels < 4 and b"tRNS" in data[:data.find(b"IDAT")]:
+        channels = 4  # a transparent colour becomes an alpha channel
+    return _Header(width, height, 8 if colour == 3 else depth, None, channels,
+                   2 if depth == 16 else 1)
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -208,7 +295,8 @@ def _jpeg_header(data: bytes, name: str) -> _Header:
     if data.find(b"\xff\xd9", i) < 0:
         raise ImageReadError(f"{name}: JPEG is truncated (no end-of-image marker); "
                              "re-export the image")
-    return _Header(*sof)
+    width, height, precision = sof
+    return _Header(width, height, precision, None, 3, 2 if precision > 8 else 1)  # IMREAD_COLOR
 
 
 _TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8 (BigTIFF)
@@ -246,18 +334,29 @@ def _tiff_header(data: bytes, name: str) -> _Header:
         raise ImageReadError(f"{name}: TIFF is truncated (image data runs past the end of the "
                              "file); re-export the image")
     note = "multi-page TIFF: only the first page was read" if next_ifd else None
-    return _Header(tags[256][0], tags[257][0], tags.get(258, [1])[0], note)
+    samples = max(tags.get(277, [1])[0], 1)
+    bits = max(tags.get(258, [1]) or [1])
+    return _Header(tags[256][0], tags[257][0], tags.get(258, [1])[0], note,
+                   4 if samples == 2 else samples, max(-(-bits // 8), 1))
 
 
 # --- decoding ---------------------------------------------------------------------------------
 
 
 def _decode_raster(data: bytes, fmt: str, name: str) -> Radiograph:
-    """PNG/JPEG/TIFF via OpenCV, after the header checks; output in the package convention."""
+    """PNG/JPEG/TIFF via OpenCV, after the header and stream checks; package convention out."""
     import cv2
+
+    from bmd_edge.stream_checks import check_jpeg_stream, check_png
 
     header = {"png": _png_header, "jpeg": _jpeg_header, "tiff": _tiff_header}[fmt](data, name)
     check_dimensions(header.width, header.height, name, fmt.upper())
+    check_budget(header.width, header.height, header.channels, header.sample_bytes, name,
+                 fmt.upper())
+    if fmt == "png":
+        data = check_png(data, name)  # rebuilt from its critical chunks: libpng stays silent
+    elif fmt == "jpeg":
+        check_jpeg_stream(data, name)  # a damaged stream is refused, not decoded grey
     # JPEG: IMREAD_COLOR applies the EXIF orientation (IMREAD_UNCHANGED ignores it) and turns
     # CMYK/YCCK into BGR. PNG/TIFF: IMREAD_UNCHANGED keeps 16-bit, float and alpha.
     flags = cv2.IMREAD_COLOR if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
@@ -267,14 +366,18 @@ def _decode_raster(data: bytes, fmt: str, name: str) -> Radiograph:
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         arr = None
+    del data
     if arr is None or arr.size == 0:
         raise ImageReadError(f"{name}: {fmt.upper()} could not be decoded (corrupt or an "
                              "unusual encoding); re-export it as PNG or DICOM")
     warnings: list[str] = [header.note] if header.note else []
     if arr.ndim == 3 and arr.shape[2] == 3 and _grey_planes(arr):
         arr = arr[:, :, 0]  # a grey image stored as colour: skip float colour maths (2048² JPEG)
-    pixels = _to_unit(arr, header.bits, fmt, name, warnings)
-    pixels = to_gray(pixels, warnings, order="bgr")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise UnsupportedImageError(f"{name}: {fmt.upper()} sample type {arr.dtype} is not "
+                                    "supported; accepted: 8/16-bit integer or float")
+    top = 2**header.bits - 1 if fmt == "jpeg" and header.bits > 8 else None  # 12-bit in uint16
+    pixels = unit_gray(arr, name, warnings, order="bgr", top=top)
     info = ImageInfo(format=fmt, bits_stored=header.bits)
     return Radiograph(pixels=pixels, info=info, warnings=tuple(warnings))
 
@@ -283,62 +386,3 @@ def _grey_planes(arr: np.ndarray) -> bool:
     """True when the three colour planes are identical (R=G=B), checked on the raw samples."""
     return bool(np.array_equal(arr[:, :, 0], arr[:, :, 1])
                 and np.array_equal(arr[:, :, 0], arr[:, :, 2]))
-
-
-def _to_unit(arr: np.ndarray, bits: int, fmt: str, name: str, warnings: list[str]) -> np.ndarray:
-    """Scale any sample type to float32 in [0, 1]: integers by their bit-depth maximum."""
-    if np.issubdtype(arr.dtype, np.floating):
-        return scale_float(arr, name, warnings)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise UnsupportedImageError(f"{name}: {fmt.upper()} sample type {arr.dtype} is not "
-                                    "supported; accepted: 8/16-bit integer or float")
-    info = np.iinfo(arr.dtype)
-    if info.min < 0:  # signed TIFF: keep order, shift the type's range onto [0, 1]
-        return ((arr.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32)
-    top = 2**bits - 1 if fmt == "jpeg" and bits > 8 else info.max  # 12-bit JPEG in uint16
-    return (arr.astype(np.float32) / np.float32(top)).clip(0.0, 1.0)
-
-
-def scale_float(arr: np.ndarray, name: str, warnings: list[str]) -> np.ndarray:
-    """Float samples: keep them when already in [0, 1], else min-max scale with a warning."""
-    arr = arr.astype(np.float64)
-    finite = np.isfinite(arr)
-    if not finite.any():
-        raise ImageReadError(f"{name}: every pixel is NaN or infinite; expected finite values")
-    if not finite.all():
-        warnings.append(f"{int((~finite).sum())} NaN/infinite pixels set to the image minimum")
-        arr = np.where(finite, arr, arr[finite].min())
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        warnings.append(f"float pixel values span [{lo:.4g}, {hi:.4g}]; scaled to [0, 1]")
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    return arr.astype(np.float32)
-
-
-def to_gray(arr: np.ndarray, warnings: list[str], *, order: str = "rgb") -> np.ndarray:
-    """Collapse channels to one: alpha dropped, grey-looking colour silently, real colour with
-    a warning that says how much of the image was coloured (the quality gate reads it)."""
-    if arr.ndim == 2:
-        return np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise UnsupportedImageError(f"image has shape {arr.shape}; expected H×W grey, RGB or "
-                                    "RGBA")
-    channels = arr.shape[2]
-    if channels in (2, 4):
-        warnings.append("alpha channel dropped")
-        arr = arr[:, :, : channels - 1]
-    if arr.shape[2] == 1:
-        return np.ascontiguousarray(arr[:, :, 0], dtype=np.float32)
-    # per-plane max/min: numpy's reduction over a length-3 last axis is ~50x slower
-    c0, c1, c2 = arr[:, :, 0], arr[:, :, 1], arr[:, :, 2]
-    spread = np.maximum(np.maximum(c0, c1), c2) - np.minimum(np.minimum(c0, c1), c2)
-    if not spread.any():  # R=G=B: a grey image stored as colour; keep the exact values
-        return np.ascontiguousarray(arr[:, :, 0], dtype=np.float32)
-    weights = _LUMA_RGB if order == "rgb" else _LUMA_RGB[::-1]
-    gray = (arr.astype(np.float32) @ weights).clip(0.0, 1.0)
-    coloured = float((spread > COLOUR_TOLERANCE).mean())
-    if coloured > 0:
-        warnings.append(Warn("colour-converted", "image", f"{coloured:.6f}",
-                             f"RGB converted to grayscale (colour in {100 * coloured:.2f}% "
-                             "of pixels)"))
-    return np.ascontiguousarray(gray, dtype=np.float32)

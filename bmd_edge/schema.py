@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bmd_edge.errors import BundleError, MetadataError
+from bmd_edge.errors import BundleError, MetadataError, quoted
 
 SCHEMA_FORMAT = "bmd-edge-schema/1"
 MAX_AGE_GAP_YEARS = 5.0   # X-ray and DXA further apart than this: the label no longer fits
@@ -145,19 +145,19 @@ def _is_missing(value: object) -> bool:
 def _parse_number(f: ClinicalField, value: object) -> float:
     """A finite number inside the field's range, from a number or a numeric string."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, np.number)):
-        raise MetadataError(f"{f.name} = {value!r} is a {type(value).__name__}; "
+        raise MetadataError(f"{f.name} = {quoted(value)} is a {type(value).__name__}; "
                             f"give a number in {_range_text(f)}", field=f.name)
     if isinstance(value, str):
         try:
             x = float(value.strip())
         except ValueError:
             tip = " (use a dot as the decimal separator)" if "," in value else ""
-            raise MetadataError(f"{f.name} = {value!r} is not a number; give a plain number "
+            raise MetadataError(f"{f.name} = {quoted(value)} is not a number; give a plain number "
                                 f"in {_range_text(f)}{tip}", field=f.name) from None
     else:
         x = float(value)
     if not math.isfinite(x):
-        raise MetadataError(f"{f.name} = {value!r} is not a finite number; give a number in "
+        raise MetadataError(f"{f.name} = {quoted(value)} is not a finite number; give a number in "
                             f"{_range_text(f)} or leave it empty if unknown", field=f.name)
     if x < 0:
         raise MetadataError(f"{f.name} = {_fmt(x)} is negative; accepted {_range_text(f)}",
@@ -174,16 +174,36 @@ def _parse_choice(f: ClinicalField, value: object) -> str:
     """A canonical choice label, from any accepted spelling (case-insensitive, trimmed)."""
     key = value.strip().lower() if isinstance(value, str) else None
     if key is None or key not in f.aliases:
-        raise MetadataError(f"{f.name} = {value!r} is not an accepted value; "
+        raise MetadataError(f"{f.name} = {quoted(value)} is not an accepted value; "
                             f"give one of {', '.join(sorted(f.aliases))}", field=f.name)
     return f.aliases[key]
+
+
+def parse_value(key: str, value: object) -> float | str:
+    """One clinical value given explicitly (a keyword argument, a command-line option): checked
+    like `parse_record` checks it, except that an empty or blank string is an error, never
+    "unknown" — `sex=""` from an unset variable must not run as "sex missing". None is for
+    unknown. Raises MetadataError naming the field and what would be accepted."""
+    f = FIELDS_BY_NAME[_canonical_key(key)]
+    if isinstance(value, str) and not value.strip():
+        raise MetadataError(f"{f.name} is {'empty' if not value else 'blank'}; give "
+                            f"{_accepted_text(f)}, or leave it out (None) if unknown",
+                            field=f.name)
+    return _parse_choice(f, value) if f.kind == "categorical" else _parse_number(f, value)
+
+
+def _accepted_text(f: ClinicalField) -> str:
+    if f.kind == "categorical":
+        return "one of " + ", ".join(sorted(f.aliases))
+    return f"a number in {_range_text(f)}"
 
 
 def _canonical_key(key: object) -> str:
     name = str(key).strip().lower()
     name = KEY_ALIASES.get(name, name)
     if name not in FIELDS_BY_NAME:
-        raise MetadataError(f"unknown clinical field {key!r}; accepted: {', '.join(FIELD_NAMES)}")
+        raise MetadataError(f"unknown clinical field {quoted(key)}; accepted: "
+                            f"{', '.join(FIELD_NAMES)}")
     return name
 
 
@@ -198,8 +218,8 @@ def parse_record(raw: Mapping[str, object]) -> ClinicalRecord:
     for key, value in raw.items():
         name = _canonical_key(key)
         if name in seen and not (_is_missing(value) or _is_missing(seen[name])):
-            raise MetadataError(f"{name} given twice ({seen[name]!r} and {value!r}); give it once",
-                                field=name)
+            raise MetadataError(f"{name} given twice ({quoted(seen[name])} and "
+                                f"{quoted(value)}); give it once", field=name)
         if name in seen and _is_missing(value):
             continue
         seen[name] = value

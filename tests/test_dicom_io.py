@@ -91,7 +91,7 @@ def test_rg1_monochrome1_windowed_and_inverted(realworld_dir: Path) -> None:
     assert mediastinum > lungs + 0.1  # bone/soft tissue bright, air-filled lungs dark
     i = rad.info
     assert (i.pixel_spacing_mm, i.sex, i.view, i.modality) == (None, "F", "PA", "CR")  # 0\0
-    assert i.age_years == _years(date(1940, 3, 5), date(2004, 8, 26))
+    assert i.age_years == int(_years(date(1940, 3, 5), date(2004, 8, 26))) == 64
     assert i.bits_stored == 15
 
 
@@ -112,7 +112,7 @@ def test_mr2_fractional_rescale_then_window(realworld_dir: Path) -> None:
     values = _raw(path) * 3.774114 + 0.000061
     assert np.abs(rad.pixels - _linear_window(values, 1000, 2000)).max() < 1e-5
     assert rad.info.pixel_spacing_mm == (0.195313, 0.195313)
-    assert rad.info.age_years == _years(date(1950, 1, 12), date(2004, 8, 26))
+    assert rad.info.age_years == int(_years(date(1950, 1, 12), date(2004, 8, 26)))
 
 
 def test_ct_small_signed_rescale_over_stored_range(realworld_dir: Path) -> None:
@@ -310,19 +310,25 @@ def _tagged(**tags: object) -> pydicom.Dataset:
 @pytest.mark.parametrize(
     ("tags", "age"),
     [
-        ({"PatientAge": "072Y"}, 72.0),
-        ({"PatientAge": "006M"}, 0.5),
-        ({"PatientAge": "026W"}, round(26 * 7 / 365.25, 3)),
-        ({"PatientBirthDate": "19500601", "StudyDate": "20200601"},
-         _years(date(1950, 6, 1), date(2020, 6, 1))),
-        ({"PatientBirthDate": "19500601", "AcquisitionDate": "20100101"},
-         _years(date(1950, 6, 1), date(2010, 1, 1))),
+        ({"PatientAge": "072Y"}, 72),
+        ({"PatientAge": "006M"}, 0),
+        ({"PatientAge": "899M"}, 74),  # 74 years 11 months: completed years, never rounded up
+        ({"PatientAge": "999W"}, 19),  # 19.15 years
+        ({"PatientAge": "026W"}, 0),
+        ({"PatientBirthDate": "19500601", "StudyDate": "20200601"}, 70),  # the birthday itself
+        ({"PatientBirthDate": "19500601", "StudyDate": "20200531"}, 69),  # the day before
+        ({"PatientBirthDate": "19520229", "StudyDate": "20260228"}, 73),  # leap-day birthday
+        ({"PatientBirthDate": "19520314", "StudyDate": "20260601"}, 74),  # not 74.22...
+        ({"PatientBirthDate": "19500601", "AcquisitionDate": "20100101"}, 59),
         ({"PatientBirthDate": "19500601"}, None),  # no date to measure against
         ({"PatientAge": "seventy"}, None),
     ],
 )
-def test_age(tags: dict[str, str], age: float | None) -> None:
-    assert decode_image_bytes(_bytes(_tagged(**tags))).info.age_years == age
+def test_age(tags: dict[str, str], age: int | None) -> None:
+    """Derived ages are whole (completed) years: a fraction next to the study date would give
+    back the birth date to within days (PHI by arithmetic)."""
+    got = decode_image_bytes(_bytes(_tagged(**tags))).info.age_years
+    assert got == age and (got is None or float(got).is_integer())
 
 
 def test_sex_side_view_spacing() -> None:
@@ -354,3 +360,68 @@ def test_identifiers_kept_apart_and_never_logged(caplog: pytest.LogCaptureFixtur
     seen = " ".join([caplog.text, repr(rad), *rad.warnings, *(str(w.message) for w in caught)])
     for secret in ("Doe", "98765", "1947", "OLD-111", "ACC-555", "Example Hospital"):
         assert secret not in seen
+
+
+# --- issue #12: bombs inside the container, corrupt values, strips ------------------------------
+
+
+def test_deflate_bomb_refused_before_pydicom_inflates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 MB deflated file can inflate to 1 GiB; pydicom would inflate it whole in memory."""
+    from corpus.make_bad_inputs import dicom_deflate_bomb
+
+    from bmd_edge.image_io import MAX_FILE_BYTES
+
+    data = dicom_deflate_bomb(MAX_FILE_BYTES + (1 << 20))
+    assert len(data) < 2_000_000
+
+    def no_parse(*_a: object, **_k: object) -> None:
+        raise AssertionError("pydicom.dcmread was called; the inflation budget should refuse")
+
+    monkeypatch.setattr(pydicom, "dcmread", no_parse)
+    with pytest.raises(ImageReadError, match=r"deflated data inflates to more than 302 MB"):
+        decode_image_bytes(data, name="bomb.dcm")
+    monkeypatch.undo()
+    small = dicom_deflate_bomb(1000)  # the same construction, small: a valid file that reads
+    assert decode_image_bytes(small).pixels.shape == (64, 56)
+
+
+@pytest.mark.parametrize("codestream", ["jpeg", "j2k"])
+def test_codestream_claiming_another_size_is_refused_before_decoding(
+        codestream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder allocates what the codestream claims: 20000² from a 1.3 KB file took 2.1 GB."""
+    from corpus.make_bad_inputs import dicom, encaps, hip_like, j2k_claiming, jpeg_claiming, u8
+
+    frame = jpeg_claiming(20_000, 20_000) if codestream == "jpeg" else j2k_claiming(20_000)
+    ts = "1.2.840.10008.1.2.4.50" if codestream == "jpeg" else "1.2.840.10008.1.2.4.90"
+    data = dicom(u8(hip_like()), ts=ts, pixel_data=encaps([frame]))
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(
+        lambda self: (_ for _ in ()).throw(AssertionError("decoded"))))
+    with pytest.raises(ImageReadError, match=r"compressed frame claims 20000×20000 px but its "
+                                             r"Rows/Columns say 56×64"):
+        decode_image_bytes(data)
+
+
+def test_pixel_values_that_are_not_finite_are_refused() -> None:
+    ds = _tagged(RescaleSlope=0, RescaleIntercept="inf")
+    with pytest.raises(ImageReadError, match="not finite after its rescale"):
+        decode_image_bytes(_bytes(ds))
+
+
+def test_monochrome_with_three_samples_is_refused() -> None:
+    from corpus.make_bad_inputs import dicom, hip_like, u8
+
+    data = dicom(np.dstack([u8(hip_like())] * 3), photometric="MONOCHROME2")
+    with pytest.raises(ImageReadError, match="MONOCHROME2 but has 3 samples per pixel"):
+        decode_image_bytes(data)
+
+
+def test_lut_pipeline_by_strips_equals_whole_image(realworld_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modality LUT + window applied a strip at a time gives the whole-image result."""
+    from bmd_edge import pixel_scale
+
+    for name in ("MR2_J2KI.dcm", "CT_small.dcm"):
+        whole = read_image(realworld_dir / "dicom" / name).pixels
+        monkeypatch.setattr(pixel_scale, "STRIP_PIXELS", 1000)
+        np.testing.assert_array_equal(read_image(realworld_dir / "dicom" / name).pixels, whole)
+        monkeypatch.undo()

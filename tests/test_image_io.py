@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from bmd_edge import image_io
 from bmd_edge.errors import ImageReadError, UnsupportedImageError
 from bmd_edge.image_io import ImageInfo, Radiograph, decode_image_bytes, read_image
 
@@ -424,3 +426,183 @@ def test_image_io_and_dicom_io_never_import_torch(realworld_dir: Path, tmp_path:
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# --- issue #12: files that are not files, budgets, checked streams -----------------------------
+
+
+def test_fifo_and_devices_are_refused_without_reading(tmp_path: Path) -> None:
+    """A FIFO used to hang forever and /dev/zero to grow until killed: refused from stat()."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match=r"pipe\.png is a named pipe \(FIFO\), not an image"):
+        read_image(fifo)
+    with pytest.raises(ImageReadError, match="is a character device"):
+        read_image("/dev/zero")
+    link = tmp_path / "zero.dcm"
+    link.symlink_to("/dev/zero")  # a link is followed: what it points at decides
+    with pytest.raises(ImageReadError, match="is a character device"):
+        read_image(link)
+
+
+def test_huge_file_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The type is sniffed from a 4 KB prefix; a file over the limit is never read whole."""
+    path = tmp_path / "big.png"
+    path.write_bytes(cv2.imencode(".png", _gradient())[1].tobytes())
+    with open(path, "r+b") as fh:
+        fh.truncate(image_io.MAX_FILE_BYTES + 1)  # sparse: no disk used
+    reads: list[int] = []
+    real_open = image_io._open_regular
+
+    class Counting:
+        def __init__(self, fh: io.BufferedReader) -> None:
+            self.fh = fh
+
+        def read(self, n: int = -1) -> bytes:
+            reads.append(n)
+            return self.fh.read(n)
+
+        def __getattr__(self, attr: str) -> object:
+            return getattr(self.fh, attr)
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+    monkeypatch.setattr(image_io, "_open_regular", lambda p, name: Counting(real_open(p, name)))
+    with pytest.raises(ImageReadError, match=r"big\.png: file is \d+ MB, larger than the 302 MB"):
+        read_image(path)
+    assert reads == [image_io.SNIFF_BYTES]
+    with pytest.raises(ImageReadError, match="is a text file|larger than"):
+        decode_image_bytes(b"x" * (image_io.MAX_FILE_BYTES + 1))
+
+
+def test_decoded_bytes_budget_counts_channels_and_depth(no_decode: None) -> None:
+    """81 MP passes the pixel guard, but as RGBA 16-bit it would decode to 648 MB."""
+    ihdr = struct.pack(">IIBBBBB", 9000, 9000, 16, 6, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + _png_chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError, match=r"would decode to 648 MB \(9000×9000 px × 4 "
+                                             r"channels × 2 byte\); the limit is 268 MB"):
+        decode_image_bytes(data)
+    grey = struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)  # 81 MB: within the budget
+    with pytest.raises(ImageReadError, match="PNG is truncated"):  # ...and then the data check
+        decode_image_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", grey)
+                           + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+                           + _png_chunk(b"IEND", b""))
+
+
+def _png_from(ihdr: bytes, raw: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+            + b"".join(_png_chunk(k, b) for k, b in extra)
+            + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+
+
+def _adam7(img: np.ndarray) -> bytes:
+    """Interlaced scanlines (filter 0) of an 8-bit grey image, built independently of the
+    reader's own pass table: the seven Adam7 sub-images in order."""
+    out = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                           (1, 0, 2, 2), (0, 1, 1, 2)):
+        sub = img[y0::dy, x0::dx]
+        if sub.size:
+            out += b"".join(b"\x00" + row.tobytes() for row in sub)
+    return out
+
+
+def test_png_stream_check_accepts_every_layout(tmp_path: Path) -> None:
+    """The row layout the checker expects matches libpng's: interlaced, 1/2/4-bit, palettes."""
+    img = _gradient(45, 37)
+    ihdr = struct.pack(">IIBBBBB", 37, 45, 8, 0, 0, 0, 1)  # Adam7 interlaced
+    rad = decode_image_bytes(_png_from(ihdr, _adam7(img)))
+    np.testing.assert_array_equal(rad.pixels, img.astype(np.float32) / 255)
+    for mode, kw in (("1", {}), ("P", {"bits": 4}), ("P", {"bits": 2}), ("L", {}),
+                     ("LA", {}), ("RGB", {}), ("I;16", {})):
+        src = Image.fromarray(_gradient(40, 35)).convert(mode if mode != "I;16" else "I")
+        if mode == "P":
+            src = Image.fromarray(_gradient(40, 35)).convert("P", palette=Image.ADAPTIVE,
+                                                             colors=2 ** kw["bits"])
+        if mode == "I;16":
+            src = Image.fromarray(_gradient(40, 35, np.uint16))
+        buf = io.BytesIO()
+        src.save(buf, "PNG", **kw)
+        data = buf.getvalue()
+        want = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        got = decode_image_bytes(data, name=f"{mode}{kw}")
+        assert got.pixels.shape == want.shape[:2], (mode, kw)
+
+
+def test_png_stream_damage_is_refused_with_its_reason() -> None:
+    img = _gradient(40, 40)
+    ihdr = struct.pack(">IIBBBBB", 40, 40, 8, 0, 0, 0, 0)
+    raw = b"".join(b"\x00" + row.tobytes() for row in img)
+    bad = bytearray(raw)
+    bad[41 * 7] = 9  # row 7's filter byte
+    with pytest.raises(ImageReadError, match=r"row 7 has filter type 9; valid 0-4"):
+        decode_image_bytes(_png_from(ihdr, bytes(bad)))
+    with pytest.raises(ImageReadError, match="longer than its header's size says"):
+        decode_image_bytes(_png_from(ihdr, raw + b"\x00" * 41))
+    with pytest.raises(ImageReadError, match=r"PNG is truncated \(image data ends after 1,599"):
+        decode_image_bytes(_png_from(ihdr, raw[:-41]))
+    crc = bytearray(_png_from(ihdr, raw))
+    crc[crc.find(b"IEND") - 5] ^= 1  # the IDAT chunk's CRC
+    with pytest.raises(ImageReadError, match="CRC error in its IDAT chunk"):
+        decode_image_bytes(bytes(crc))
+    with pytest.raises(UnsupportedImageError, match="unknown critical chunk 'ABCD'"):
+        decode_image_bytes(_png_from(ihdr, raw, ((b"ABCD", b"x"),)))
+    # a broken ancillary chunk is dropped before OpenCV sees it: decoded, nothing on stderr
+    rad = decode_image_bytes(_png_from(ihdr, raw, ((b"iCCP", b"p\0\0broken"),)))
+    np.testing.assert_array_equal(rad.pixels, img.astype(np.float32) / 255)
+
+
+def _scans(data: bytes) -> list[tuple[int, int]]:
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    return list(zip(starts, starts[1:] + [data.rfind(b"\xff\xd9")]))
+
+
+def test_corrupt_jpeg_stream_is_refused_not_decoded_grey() -> None:
+    """RELIABILITY's old known issue: a cut JPEG with EOI appended decoded with grey fill."""
+    img = _gradient(96, 80)
+    data = Image.fromarray(img)
+    buf = io.BytesIO()
+    data.save(buf, "JPEG", quality=95)
+    good = buf.getvalue()
+    with pytest.raises(ImageReadError, match=r"JPEG data is corrupt \(Corrupt JPEG data: "
+                                             r"premature end of data segment\)"):
+        decode_image_bytes(good[: len(good) * 6 // 10] + b"\xff\xd9")
+    buf = io.BytesIO()
+    data.save(buf, "JPEG", quality=95, progressive=True)
+    prog = buf.getvalue()
+    s0, s1 = _scans(prog)[1]
+    with pytest.raises(ImageReadError, match="Inconsistent progression sequence"):
+        decode_image_bytes(prog[:s1] + prog[s0:s1] + prog[s1:])
+    assert np.abs(decode_image_bytes(prog).pixels - img / 255).max() < 0.05  # the real one reads
+
+
+def test_conversion_by_strips_equals_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strip-wise conversion (bounded temporaries) gives the whole-image result exactly."""
+    from bmd_edge import pixel_scale
+
+    rng = np.random.default_rng(3)
+    cases = {
+        "u16": rng.integers(0, 65536, (70, 50), dtype=np.uint16),
+        "i16": rng.integers(-32768, 32767, (70, 50), dtype=np.int16),
+        "hu": (rng.random((70, 50)) * 4000 - 1000).astype(np.float32),
+        "bgr": rng.integers(0, 256, (70, 50, 3), dtype=np.uint8),
+        "bgra": rng.integers(0, 256, (70, 50, 4), dtype=np.uint8),
+    }
+    cases["hu"][5, 5] = np.nan
+    whole = {k: pixel_scale.unit_gray(v, "x", [], order="bgr") for k, v in cases.items()}
+    monkeypatch.setattr(pixel_scale, "STRIP_PIXELS", 7 * 50)  # 10 strips of 7 rows
+    for k, v in cases.items():
+        warnings: list[str] = []
+        got = pixel_scale.unit_gray(v, "x", warnings, order="bgr")
+        np.testing.assert_array_equal(got, whole[k], err_msg=k)
+        assert got.dtype == np.float32 and 0.0 <= got.min() and got.max() <= 1.0
+    hu = pixel_scale.unit_gray(cases["hu"], "x", warnings := [])
+    assert warnings == ["1 NaN/infinite pixels set to the image minimum",
+                        f"float pixel values span [{np.nanmin(cases['hu']):.4g}, "
+                        f"{np.nanmax(cases['hu']):.4g}]; scaled to [0, 1]"]
+    assert hu[5, 5] == 0.0

@@ -213,3 +213,34 @@ def test_record_built_directly_encodes() -> None:
     rec = ClinicalRecord(values={n: None for n in FIELD_NAMES} | {"bmi": 31.5})
     values, present = encode(rec)
     assert math.isclose(values[5], 1.0) and present.sum() == 1
+
+
+# --- issue #12: an explicit empty value is an error, values are echoed short -------------------
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("sex", "", r"sex is empty; give one of f, female, m, male, or leave it out"),
+    ("sex", "  ", r"sex is blank"),
+    ("age", "", r"age_xray is empty; give a number in 18 to 110 years"),
+    ("smoking", "\t", r"smoking is blank"),
+    ("age", [70], r"age_xray = \[70\] is a list"),
+    ("age", "abc", r"age_xray = 'abc' is not a number"),
+    ("age", np.array(["70"]), r"age_xray = .* is a ndarray"),
+    ("height", "F" * 100_000, r"height_cm = 'F{120}… \(100,000 characters\)' is not a number"),
+])
+def test_parse_value_refuses_explicit_blanks_and_misuse(key: str, value: object,
+                                                         message: str) -> None:
+    from bmd_edge.schema import parse_value
+
+    with pytest.raises(MetadataError, match=message) as info:
+        parse_value(key, value)
+    assert len(str(info.value)) < 400 and "\n" not in str(info.value)
+
+
+def test_parse_value_accepts_what_parse_record_accepts() -> None:
+    from bmd_edge.schema import parse_value
+
+    assert parse_value("age", " 70 ") == 70.0 and parse_value("sex", "female") == "F"
+    assert parse_value("smoking", "Ex") == "former"
+    with pytest.raises(MetadataError, match="unknown clinical field 'x{120}…"):
+        parse_value("x" * 5000, 1)

@@ -11,10 +11,7 @@ from __future__ import annotations
 import typer
 
 from bmd_edge.errors import BmdEdgeError
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
+from bmd_edge.errors import one_line as one_line  # controls escaped (a path's \n), length capped
 
 
 def fail(err: BaseException) -> int:

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from bmd_edge.errors import BmdEdgeError, InputError
+from bmd_edge.errors import BmdEdgeError, InputError, shown
 
 
 class Backend(str, Enum):
@@ -120,10 +120,15 @@ def predict(
         "side": side.value if side else None, "select": select.value if select else None,
     }
     try:
-        batch = image.is_dir() or image.suffix.lower() == ".csv"
-        if not image.exists():
-            raise InputError(f"image {image} does not exist; give a radiograph file, a folder "
-                             "or a manifest .csv")
+        try:
+            batch = image.is_dir() or image.suffix.lower() == ".csv"
+            exists = image.exists()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise InputError(f"cannot use image path {shown(image)}: "
+                             f"{exc.strerror or exc}") from None
+        if not exists:
+            raise InputError(f"image {shown(image, 300)} does not exist; give a radiograph file, "
+                             "a folder or a manifest .csv")
         if batch and out is None:
             raise InputError(f"{image} is a {'folder' if image.is_dir() else 'manifest'}; "
                              "batch mode needs --out results.csv")

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bmd_edge.errors import BundleError, DependencyError, InputError
+from bmd_edge.errors import BundleError, DependencyError, InputError, native_reason
 
 BACKENDS = ("openvino", "onnxruntime")
 PRECISIONS = ("f32", "bf16")
@@ -195,12 +195,21 @@ class OpenVinoSession:
             "INFERENCE_NUM_THREADS": str(cfg.threads),
             "PERFORMANCE_HINT": "LATENCY",
         }
+        if model_file.suffix == ".onnx":
+            # An unreadable .onnx makes OpenVINO try every frontend, and TensorFlow's prints
+            # absl errors on fd 2; ask the ONNX frontend alone first.
+            from openvino.frontend import FrontEndManager
+
+            onnx_frontend = FrontEndManager().load_by_framework("onnx")
+            if not onnx_frontend.supported(str(model_file)):
+                raise BundleError(f"OpenVINO cannot load {model_file.name}: it is not a valid "
+                                  "ONNX model (protobuf parsing failed); the bundle is damaged")
         try:
             # Compiling from the path (not a read Model) lets OpenVINO use its cache on restart.
             self._compiled = core.compile_model(str(model_file), "CPU", props)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BundleError(f"OpenVINO cannot load {model_file.name}: {first}") from None
+            raise BundleError(f"OpenVINO cannot load {model_file.name}: "
+                              f"{native_reason(err)}") from None
         _check_io("OpenVINO", model_file,
                   [set(i.get_names()) for i in self._compiled.inputs],
                   [set(o.get_names()) for o in self._compiled.outputs])
@@ -252,8 +261,8 @@ class OrtSession:
             self._sess = ort.InferenceSession(str(model_file), so,
                                               providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BundleError(f"ONNX Runtime cannot load {model_file.name}: {first}") from None
+            raise BundleError(f"ONNX Runtime cannot load {model_file.name}: "
+                              f"{native_reason(err)}") from None
         _check_io("ONNX", model_file, [{i.name} for i in self._sess.get_inputs()],
                   [{o.name} for o in self._sess.get_outputs()])
         self.precision = "f32"  # ORT CPU computes float ops in f32; int8 ops stay int8

@@ -166,19 +166,30 @@ class Predictor:
         """Read, gate, preprocess and encode one case. Raises InputError subclasses."""
         from bmd_edge.preprocess import preprocess
 
+        from bmd_edge.schema import parse_value
+
+        # Explicit values are checked before anything else: "" is an error, never "unknown"
+        # (an empty sex must not run as "sex missing", nor hide the DICOM's PatientSex).
+        age = None if age is None else parse_value("age_xray", age)
+        sex = None if sex is None else parse_value("sex", sex)  # type: ignore[assignment]
+        for key, value in fields.items():
+            if value is not None:
+                parse_value(key, value)
         radiograph, source = _as_radiograph(image)
         warnings = list(radiograph.warnings)
         info = radiograph.info
         warnings += check_quality(radiograph, force=force).warnings
 
         # Clinical facts: keyword wins, DICOM tags fill gaps, disagreements are reported.
+        # A derived age is shown in whole years only (a fraction gives back the birth date).
         if info.age_years is not None:
+            dicom_age = int(info.age_years)
             if age is None:
-                age = round(float(info.age_years), 1)
+                age = float(dicom_age)
             elif abs(float(age) - float(info.age_years)) >= 1.0:
                 warnings.append(Warn("dicom-conflict", "age", _fmt(age),
                                      f"age {_fmt(age)} given differs from the image's DICOM age "
-                                     f"{info.age_years:g}; using {_fmt(age)}"))
+                                     f"{dicom_age}; using {_fmt(age)}"))
         if info.sex is not None:
             if sex is None:
                 sex = info.sex
@@ -273,8 +284,18 @@ class Predictor:
                       records: Sequence[Mapping[str, object]], *, force: bool = False,
                       batch_size: int = 16) -> list[Prediction]:
         """Many images (paths or arrays) with one dict of facts each (age, sex, side, …)."""
-        if len(images) != len(records):
-            raise InputError(f"{len(images)} images but {len(records)} records; give one each")
+        try:
+            n_images, n_records = len(images), len(records)
+        except TypeError:
+            raise InputError("predict_batch needs a list of images and a list of records "
+                             "(dicts of clinical facts)") from None
+        if n_images != n_records:
+            raise InputError(f"{n_images} images but {n_records} records; give one each")
+        if not all(isinstance(r, Mapping) for r in records):
+            raise InputError("every record must be a dict of clinical facts, e.g. "
+                             "{'age': 70, 'sex': 'F'}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size {batch_size!r} is invalid; give an integer >= 1")
         prepared = [self.prepare(im, force=force, **dict(r)) for im, r in zip(images, records)]
         out: list[Prediction] = []
         for i in range(0, len(prepared), batch_size):
@@ -284,14 +305,19 @@ class Predictor:
 
 def _as_radiograph(image: ImageLike) -> tuple[Any, str]:
     """A Radiograph from a path, an array (float in [0,1]) or a Radiograph; plus a safe name."""
-    from bmd_edge.image_io import ImageInfo, Radiograph, read_image
+    from bmd_edge.image_io import ImageInfo, Radiograph, check_dimensions, read_image
 
+    if isinstance(image, str) and not image.strip():
+        raise InputError("image path is empty; give a radiograph file")
     if isinstance(image, (str, Path)):
         return read_image(image), Path(image).name
     if isinstance(image, np.ndarray):
+        if image.dtype.kind not in "fiub":
+            raise InputError(f"image array has dtype {image.dtype}; expected floats in [0, 1]")
         arr = np.asarray(image, dtype=np.float32)
-        if arr.ndim != 2 or min(arr.shape) < 8:
+        if arr.ndim != 2:
             raise InputError(f"image array has shape {arr.shape}; expected a 2-D H×W array")
+        check_dimensions(arr.shape[1], arr.shape[0], "image array", "array")  # same as files
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
             raise InputError("image array must be finite floats in [0, 1] (1 = bone bright)")
         info = ImageInfo(format="array", bits_stored=None, age_years=None, sex=None,

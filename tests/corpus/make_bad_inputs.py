@@ -12,6 +12,13 @@ exactly what is wrong with each one. `tests/test_bad_inputs.py` runs every case 
 - batch:     every bad row reported (each failure matches `pattern`), every good row processed,
              exit 0 unless --strict, results file complete.
 `known_issue` names a case that does not keep its promise yet (the test marks it xfail).
+`group` tags the hostile cases of issue #12 by class: empty or repeated values, resource bombs
+(run under a 1.5 GB address-space limit; `benchmarks/bombs.py` records their RSS and time),
+one-line output (native library messages, control characters, huge values) and PHI by
+arithmetic. A target starting with "=" is passed literally (not under the corpus folder).
+Bombs cost milliseconds to make: a GB of zeros is deflated as one 1 MB block compressed once
+and repeated (a full flush resets the compressor, so every copy is byte-identical), and a 3 GB
+file is sparse.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class CorpusCase:
     n_failed: int | None = None  # batch: rows with status failed
     note: str = ""             # the real-world mistake this stands for
     known_issue: str = ""      # "<module>: <bug>" while the promise is not kept yet
+    group: str = ""            # issue class: "empty-repeated" | "bomb" | "one-line" | "phi"
 
 
 # --- pixel and file builders -------------------------------------------------------------------
@@ -460,8 +468,285 @@ def batch_cases() -> list[tuple[CorpusCase, dict[str, bytes]]]:
     return out
 
 
+# --- hostile inputs (issue #12): empty/repeated values, bombs, one-line output, PHI ------------
+
+
+class Sparse(bytes):
+    """File content followed by a hole up to `size` bytes: a sparse file, no disk used."""
+
+    size: int = 0
+
+
+def sparse(head: bytes, size: int) -> Sparse:
+    out = Sparse(head)
+    out.size = size
+    return out
+
+
+FIFO = b"\x00<fifo>"  # file content marker: make a named pipe instead of a file
+
+
+def _zero_unit(block: int = 1 << 20) -> bytes:
+    """`block` zero bytes as raw deflate, ending in a full flush (byte-aligned, state reset)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(b"\0" * block) + c.flush(zlib.Z_FULL_FLUSH)
+
+
+def deflate_raw(parts: list[bytes | int]) -> bytes:
+    """Raw deflate of `parts` in order; an int stands for that many zero bytes, written as a
+    pre-compressed 1 MiB block repeated (so 1 GiB of zeros costs one 1 MiB compression)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    unit, out = _zero_unit(), []
+    for part in parts:
+        if isinstance(part, int):
+            reps, rest = divmod(part, 1 << 20)
+            out.append(c.flush(zlib.Z_FULL_FLUSH))  # reset: the units follow a clean state
+            out.append(unit * reps)
+            out.append(c.compress(b"\0" * rest))
+        else:
+            out.append(c.compress(part))
+    out.append(c.flush())
+    return b"".join(out)
+
+
+def zlib_zeros(n: int) -> bytes:
+    """A zlib stream of n zero bytes (header + raw deflate + Adler-32 of n zeros)."""
+    adler = ((n % 65521) << 16) | 1  # Adler-32 of zeros: A stays 1, B counts the bytes
+    return b"\x78\xda" + deflate_raw([n]) + struct.pack(">I", adler)
+
+
+def png_with(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(k, b) for k, b in chunks)
+
+
+def png_parts(data: bytes) -> tuple[bytes, bytes]:
+    """(IHDR body, inflated image data) of a PNG made by `png`."""
+    pos, ihdr, idat = 8, b"", b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        ihdr = body if kind == b"IHDR" else ihdr
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + n
+    return ihdr, zlib.decompress(idat)
+
+
+def png_rgba16_bomb(side: int) -> bytes:
+    """A valid side×side RGBA 16-bit PNG of zeros: 8 bytes a pixel decoded, ~1 KB a megabyte."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    return png_with([(b"IHDR", ihdr), (b"IDAT", zlib_zeros(side * (1 + side * 8))),
+                     (b"IEND", b"")])
+
+
+def tiff_rgba16_bomb(side: int) -> bytes:
+    """A side×side RGBA 16-bit TIFF, one deflate-compressed strip of zeros."""
+    data = zlib_zeros(side * side * 8)
+    entries = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 4, 146), (259, 3, 1, 8),
+               (262, 3, 1, 2), (273, 4, 1, 154), (277, 3, 1, 4), (278, 4, 1, side),
+               (279, 4, 1, len(data)), (284, 3, 1, 1), (338, 3, 1, 2)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHII", tag, typ, count, value) if typ == 4 or count > 1
+        else struct.pack("<HHIHH", tag, typ, count, value, 0)
+        for tag, typ, count, value in entries) + struct.pack("<I", 0)
+    head = b"II*\x00" + struct.pack("<I", 8) + ifd
+    assert len(head) == 146
+    return head + struct.pack("<4H", 16, 16, 16, 16) + data
+
+
+def j2k_claiming(side: int) -> bytes:
+    """A JPEG 2000 codestream header claiming side×side 8-bit grey, then nothing useful."""
+    siz = struct.pack(">HHIIIIIIIIHBBB", 41, 0, side, side, 0, 0, side, side, 0, 0, 1, 7, 1, 1)
+    cod = struct.pack(">HBBHBBBBBB", 12, 0, 0, 1, 0, 5, 4, 4, 0, 0)
+    qcd = struct.pack(">HB", 4, 0x40) + b"\x48"
+    return (b"\xff\x4f\xff\x51" + siz + b"\xff\x52" + cod + b"\xff\x5c" + qcd
+            + b"\xff\x90" + struct.pack(">HHIBB", 10, 0, 0, 0, 1) + b"\xff\x93" + b"\x00" * 64
+            + b"\xff\xd9")
+
+
+def dicom_deflate_bomb(inflated: int) -> bytes:
+    """A Deflated Explicit VR Little Endian DICOM (~1 KB per inflated MB) whose dataset holds
+    a private OB element of `inflated` zero bytes before a valid small image."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    base = pydicom.dcmread(io.BytesIO(dicom(u8(hip_like()), PatientAge="070Y",
+                                            PatientSex="F")), force=True)
+    low, high = Dataset(), Dataset()
+    for elem in base:
+        (low if elem.tag.group <= 8 else high).add(elem)
+
+    def encoded(ds: Dataset) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    meta = FileMetaDataset()
+    for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"):
+        setattr(meta, k, getattr(base.file_meta, k))
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    creator = struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"BOMB"
+    big = struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, inflated)
+    return (b"\0" * 128 + b"DICM" + fp.getvalue()
+            + deflate_raw([encoded(low), creator + big, inflated, encoded(high)]))
+
+
+def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan (SOS marker to the next SOS or EOI) of a progressive JPEG."""
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    ends = starts[1:] + [data.rfind(b"\xff\xd9")]
+    return list(zip(starts, ends))
+
+
+def hostile_cases() -> list[tuple[CorpusCase, dict[str, bytes]]]:
+    """Issue #12, classes 2, 3, 7 and 8: each refused for its own reason, or processed silently."""
+    from PIL import Image  # noqa: F401 - pil_bytes needs it
+
+    g = hip_like()
+    px8 = u8(g)
+    ok = {"PatientAge": "070Y", "PatientSex": "F"}
+    good_png, good_jpg = png(px8), jpeg(px8)
+    prog = jpeg(u8(hip_like(256, 224)), progressive=True)
+    (s0, s1) = jpeg_scans(prog)[1]
+    ihdr, raw = png_parts(good_png)
+    bad_filter = bytearray(raw)
+    bad_filter[0] = 5  # row 0's filter type: only 0-4 exist
+    crc = bytearray(png_with([(b"IHDR", ihdr), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]))
+    at = crc.find(b"IDAT")
+    crc[at + 4 + struct.unpack(">I", crc[at - 4:at])[0]] ^= 0xFF
+    sos = good_jpg.find(b"\xff\xda")
+    mid = (sos + good_jpg.rfind(b"\xff\xd9")) // 2  # inside the entropy-coded data
+    out: list[tuple[CorpusCase, dict[str, bytes]]] = []
+
+    def add(group: str, name: str, data: bytes | None, suffix: str, expect: str,
+            pattern: str = "", args: tuple[str, ...] = BASE, note: str = "",
+            target: str | None = None) -> None:
+        case, files = _single(name, data, suffix, expect, pattern, args, note, target=target)
+        out.append((CorpusCase(**{**asdict(case), "args": case.args, "group": group}), files))
+
+    # 2. Empty or repeated values: an explicit empty value is an error, never "missing".
+    e = "empty-repeated"
+    add(e, "sex_empty", good_png, ".png", REFUSED, r"--sex has an empty value",
+        ("--age", "70", "--sex", ""), note="--sex \"$SEX\" with SEX unset")
+    add(e, "sex_blank", good_png, ".png", REFUSED, r"--sex has a blank value '  '",
+        ("--age", "70", "--sex", "  "))
+    add(e, "age_empty", good_png, ".png", REFUSED, r"--age has an empty value",
+        ("--age", "", "--sex", "F"))
+    add(e, "smoking_empty", good_png, ".png", REFUSED, r"--smoking has an empty value",
+        BASE + ("--smoking", ""))
+    add(e, "report_empty", good_png, ".png", REFUSED, r"--report has an empty value",
+        BASE + ("--report", ""))
+    add(e, "image_empty", None, "", REFUSED, r"IMAGE has an empty value", BASE, target="=")
+    add(e, "sex_repeated", good_png, ".png", REFUSED, r"--sex is given more than once",
+        ("--age", "70", "--sex", "F", "--sex", "M"), note="click keeps the last silently")
+    add(e, "age_repeated", good_png, ".png", REFUSED, r"--age is given more than once",
+        ("--age", "70", "--age", "71", "--sex", "F"))
+    add(e, "side_repeated", good_png, ".png", REFUSED, r"--side is given more than once",
+        BASE + ("--side", "left", "--side", "right"))
+    add(e, "flag_repeated", good_png, ".png", REFUSED, r"--force is given more than once",
+        BASE + ("--force", "--force"))
+    add(e, "dcm_sex_empty", dicom(px8, **ok), ".dcm", REFUSED, r"--sex has an empty value",
+        ("--sex", ""), note="used to override the DICOM's PatientSex with 'missing'")
+
+    # 3. Resource bombs: refused from headers and budgets, before the allocation.
+    b = "bomb"
+    add(b, "dcm_jpeg_claims_20000", dicom(px8, ts="1.2.840.10008.1.2.4.50", pixel_data=encaps(
+        [jpeg_claiming(20_000, 20_000)]), **ok), ".dcm", REFUSED,
+        r"compressed frame claims 20000×20000 px but its Rows/Columns say 56×64", (),
+        note="1.3 KB; the decoder allocated 2.1 GB before the shape check")
+    add(b, "dcm_jpeg_claims_60000", dicom(px8, ts="1.2.840.10008.1.2.4.50", pixel_data=encaps(
+        [jpeg_claiming(60_000, 60_000)]), **ok), ".dcm", REFUSED,
+        r"compressed frame claims 60000×60000 px", ())
+    add(b, "dcm_j2k_claims_60000", dicom(px8, ts="1.2.840.10008.1.2.4.90", pixel_data=encaps(
+        [j2k_claiming(60_000)]), **ok), ".dcm", REFUSED,
+        r"compressed frame claims 60000×60000 px", ())
+    add(b, "dcm_deflate_1gib", dicom_deflate_bomb(1 << 30), ".dcm", REFUSED,
+        r"deflated data inflates to more than \d+ MB", (), note="1 MB file, 1 GiB inflated")
+    add(b, "dcm_rgb16_9000", dicom(px8, Rows=9000, Columns=9000, SamplesPerPixel=3,
+                                   BitsAllocated=16, BitsStored=16, HighBit=15,
+                                   PhotometricInterpretation="RGB", PlanarConfiguration=0, **ok),
+        ".dcm", REFUSED, r"DICOM image would decode to 486 MB", ())
+    add(b, "png_rgba16_10000", png_rgba16_bomb(10_000), ".png", REFUSED,
+        r"PNG image would decode to 800 MB \(10000×10000 px × 4 channels × 2 byte\)",
+        note="778 KB; 81 MP passed the pixel guard")
+    add(b, "tiff_rgba16_10000", tiff_rgba16_bomb(10_000), ".tif", REFUSED,
+        r"TIFF image would decode to 800 MB")
+    add(b, "file_3gb", sparse(good_png, 3_000_000_000), ".png", REFUSED,
+        r"file is 3,000 MB, larger than the \d+ MB limit", note="sparse: read whole before")
+    add(b, "dev_zero", None, ".png", REFUSED, r"/dev/zero is a character device, not an image",
+        target="=/dev/zero", note="grew until killed")
+    add(b, "fifo", FIFO, ".png", REFUSED, r"is a named pipe \(FIFO\), not an image",
+        note="hung forever")
+    add(b, "jpeg_repeated_scan", prog[:s1] + prog[s0:s1] + prog[s1:], ".jpg", REFUSED,
+        r"JPEG data is corrupt \(Inconsistent progression sequence",
+        note="decoded with a libjpeg warning to an osteoporotic BMD")
+    add(b, "jpeg_cut_eoi", good_jpg[: len(good_jpg) * 6 // 10] + b"\xff\xd9", ".jpg", REFUSED,
+        r"JPEG data is corrupt \(Corrupt JPEG data: premature end of data segment\)",
+        note="cut short, end marker appended: used to decode grey")
+    add(b, "dcm_jpeg_cut_eoi", dicom(px8, ts="1.2.840.10008.1.2.4.50", pixel_data=encaps(
+        [good_jpg[: len(good_jpg) * 6 // 10] + b"\xff\xd9"]), **ok), ".dcm", REFUSED,
+        r"DICOM frame: JPEG data is corrupt \(Corrupt JPEG data: premature end", (),
+        note="the DICOM JPEG plugin decoded it grey")
+    add(b, "jpeg_stray_sof", good_jpg[:mid] + b"\xff\xc0" + good_jpg[mid:], ".jpg", REFUSED,
+        r"JPEG data is corrupt \(Invalid JPEG file structure: two SOF markers\)",
+        note="a frame header inside the image data")
+    add(b, "png_overlong_idat", png_with([(b"IHDR", ihdr), (b"IDAT", zlib.compress(
+        raw + b"\0" * 100_000)), (b"IEND", b"")]), ".png", REFUSED,
+        r"image data is longer than its header's size says", note="libpng: Too much image data")
+
+    # 7. One line means one line: native messages captured, controls escaped, values cut.
+    o = "one-line"
+    add(o, "png_bad_filter", png_with([(b"IHDR", ihdr), (b"IDAT", zlib.compress(
+        bytes(bad_filter))), (b"IEND", b"")]), ".png", REFUSED,
+        r"PNG is corrupt \(row 0 has filter type 5; valid 0-4\)",
+        note="libpng printed 'bad adaptive filter value' first")
+    add(o, "png_crc_error", bytes(crc), ".png", REFUSED, r"CRC error in its IDAT chunk")
+    add(o, "png_bad_iccp", png_with([(b"IHDR", ihdr), (b"iCCP", b"icc\0\0" + zlib.compress(
+        b"not a profile")), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]), ".png", PROCESSED,
+        note="libpng warned 'iCCP: too short' on stderr")
+    add(o, "png_bad_ztxt", png_with([(b"IHDR", ihdr), (b"zTXt", b"c\0\0garbage"),
+                                     (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]), ".png",
+        PROCESSED, note="libpng warned 'zTXt: too short'")
+    add(o, "path_newline", b"patient list\n", ".png", REFUSED,
+        r"new\\nline\.png: looks like a text file", target="single/new\nline.png")
+    add(o, "path_ansi", b"patient list\n", ".png", REFUSED,
+        r"\\x1b\[31mred\.png: looks like a text file", target="single/\x1b[31mred.png",
+        note="a terminal escape in a file name")
+    add(o, "long_sex_value", good_png, ".png", REFUSED,
+        r"--sex has a value of 100,000 characters", ("--age", "70", "--sex", "F" * 100_000))
+    add(o, "long_smoking_value", good_png, ".png", REFUSED,
+        r"--smoking has a value of 100,000 characters", BASE + ("--smoking", "x" * 100_000))
+    add(o, "long_path", None, "", REFUSED, r"IMAGE has a value of 100,000 characters",
+        target="=" + "d/" * 50_000)
+
+    # 8. PHI by arithmetic: ages derived from tags are whole years.
+    f = "phi"
+    born = {"PatientBirthDate": "19520314", "StudyDate": "20260601", "PatientSex": "F"}
+    add(f, "dcm_birth_date_conflict", dicom(px8, **born), ".dcm", WARNED,
+        r"age 60 given differs from the image's DICOM age 74; using 60$", ("--age", "60"),
+        note="used to print 74.2149..., the birth date to within days")
+    add(f, "dcm_birth_date_only", dicom(px8, **born), ".dcm", PROCESSED, "", (),
+        note="inputs.age_xray must be 74, not 74.2")
+    add(f, "dcm_age_months", dicom(px8, PatientAge="899M", PatientSex="F"), ".dcm", WARNED,
+        r"DICOM age 74; using 60$", ("--age", "60"), note="74 years 11 months")
+    add(f, "dcm_age_weeks", dicom(px8, PatientAge="999W", PatientSex="F"), ".dcm", WARNED,
+        r"DICOM age 19; using 60$", ("--age", "60"))
+    return out
+
+
+def encaps(frames: list[bytes]) -> bytes:
+    from pydicom.encaps import encapsulate
+
+    return encapsulate(frames)
+
+
 def all_cases() -> list[tuple[CorpusCase, dict[str, bytes]]]:
-    return image_cases() + dicom_cases() + metadata_cases() + batch_cases()
+    return image_cases() + dicom_cases() + metadata_cases() + batch_cases() + hostile_cases()
 
 
 def write_corpus(out: str | Path, pairs: list[tuple[CorpusCase, dict[str, bytes]]] | None = None
@@ -488,8 +773,16 @@ def write_corpus(out: str | Path, pairs: list[tuple[CorpusCase, dict[str, bytes]
                 continue
             p = out / rel
             p.parent.mkdir(parents=True, exist_ok=True)
+            if data == FIFO:
+                if not p.exists():
+                    os.mkfifo(p)
+                continue
             p.write_bytes(data)
-        (out / case.target).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, Sparse):
+                with open(p, "r+b") as fh:
+                    fh.truncate(data.size)
+        if not case.target.startswith("="):
+            (out / case.target).parent.mkdir(parents=True, exist_ok=True)
         cases.append(case)
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "corpus case names must be unique"
@@ -511,7 +804,7 @@ def read_expected(path: str | Path) -> list[CorpusCase]:
     with open(path, newline="", encoding="utf-8") as fh:
         return [CorpusCase(r["name"], r["mode"], r["target"], tuple(json.loads(r["args"])),
                            r["expect"], r["pattern"], int(r["exit_code"]), opt(r["n_ok"]),
-                           opt(r["n_failed"]), r["note"], r["known_issue"])
+                           opt(r["n_failed"]), r["note"], r["known_issue"], r.get("group", ""))
                 for r in csv.DictReader(fh)]
 
 
