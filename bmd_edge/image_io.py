@@ -69,9 +69,9 @@ def read_image(path: str | Path) -> Radiograph:
     p = Path(path)
     name = shown(p, PATH_SHOWN)
     with _open_regular(p, name) as fh:
+        check_file_size(os.fstat(fh.fileno()).st_size, name)
         head = fh.read(SNIFF_BYTES)
         fmt = sniff_format(head, name)
-        check_file_size(os.fstat(fh.fileno()).st_size, name)
         if fmt == "dicom":
             from bmd_edge.dicom_io import decode_dicom  # pydicom is imported only for DICOM input
 
@@ -199,6 +199,8 @@ def _describe(data: bytes) -> str:
     if head[:5].lower() in (b"<!doc", b"<html"):
         return "an HTML page (a download that failed?)"
     try:
+        if b"\x00" in head:  # NUL is valid UTF-8 but never in text
+            raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
         head.decode("utf-8")
         return "a text file"
     except UnicodeDecodeError:
