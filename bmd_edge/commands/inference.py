@@ -136,6 +136,8 @@ def predict(
             raise InputError(f"--out is for batch mode; {image.name} is a single image")
         if batch and report is not None:
             raise InputError("--report draws one person's result; it is not available in batch mode")
+        if report is not None and report.suffix.lower() != ".png":  # checked before any work
+            raise InputError(f"--report {shown(report.name)} must end in .png")
         if batch and dicom_out is not None:
             raise InputError("--dicom-out writes one image's results; for many images run "
                              "`bmd-edge serve` or call bmd_edge.dicom_out.write_results")
