@@ -300,3 +300,27 @@ def test_edge_import_does_not_load_ray_or_pyarrow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_identifiers_only_with_include_ids(tmp_path: Path) -> None:
+    """DICOM tags and the listing's patient_id reach a row only when --include-ids is set."""
+    dcm = Path(__file__).resolve().parents[1] / "export" / "samples" / "synthetic_hip_left.dcm"
+    listing = tmp_path / "l.csv"
+    listing.write_text(f"path,patient_id\n{dcm},MRN-77\n")
+    model = {"model_name": "m", "model_version": "1", "variant": "v"}
+    got = {}
+    for ids in (False, True):
+        f = open_folder(tmp_path / f"res{ids}", include_ids=ids)
+        pending = plan(listing, f, {}, model, force=False).pending.to_pylist()
+        cfg = WorkerConfig(bundle=None, backend="openvino", variant=None, threads=1,
+                           force=False, include_ids=ids, salt_hex=f.salt.hex(),
+                           parts_dir=str(f.parts_dir), run_id="t")
+        got[ids] = ScreenWorker(cfg).run_rows(pending)[0]
+        assert (pending[0]["patient_id"] == "MRN-77") is ids
+    plain, with_ids = got[False], got[True]
+    assert plain["status"] == with_ids["status"] == "ok"
+    assert (plain["age"], plain["sex"], plain["hip"]) == (74.0, "F", "left")  # from DICOM tags
+    assert "source_path" not in plain and "SYNTH" not in json.dumps(plain, default=str)
+    assert with_ids["source_path"] == str(dcm) and with_ids["patient_id"] == "MRN-77"
+    assert "PatientID=SYNTH-00004" in with_ids["dicom_patient_ids"]
+    assert plain["bmd_gcm2"] == with_ids["bmd_gcm2"]
