@@ -226,7 +226,9 @@ def _init_ray(opts: ScreenOptions) -> None:
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise InputError(f"cannot join the Ray cluster at {opts.address!r} "
                              f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
-                             "start it with `ray start --head` or drop --address") from None
+                             "start it with `ray start --head` or drop --address; a cluster "
+                             "with token auth (Ray's default) also needs RAY_AUTH_MODE=token "
+                             "and its token here") from None
         return
     ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count() or 1,
              object_store_memory=opts.object_store_mb * 2**20, **common)
