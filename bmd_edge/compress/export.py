@@ -30,19 +30,23 @@ OUTPUT_NAMES = ("bmd", "field_attention")
 OPSET = 17
 
 
-def _dynamic_axes() -> dict[str, dict[int, str]]:
-    return {name: {0: "batch"} for name in (*INPUT_NAMES, *OUTPUT_NAMES)}
+def _dynamic_axes(names: Sequence[str]) -> dict[str, dict[int, str]]:
+    return {name: {0: "batch"} for name in names}
 
 
-def export_onnx(model: Any, example: Sequence[Any], path: str | Path) -> Path:
-    """torch.onnx.export with the contract's names and a dynamic batch dimension."""
+def export_onnx(model: Any, example: Sequence[Any], path: str | Path, *,
+                input_names: Sequence[str] = INPUT_NAMES,
+                output_names: Sequence[str] = OUTPUT_NAMES) -> Path:
+    """torch.onnx.export with the contract's names (or another model's, e.g. the hip locator's)
+    and a dynamic batch dimension."""
     import torch
 
     path = Path(path)
     model.eval()
     with torch.no_grad():
-        torch.onnx.export(model, tuple(example[:3]), str(path), input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=_dynamic_axes(),
+        torch.onnx.export(model, tuple(example[:len(input_names)]), str(path),
+                          input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes=_dynamic_axes((*input_names, *output_names)),
                           opset_version=OPSET, dynamo=False)
     return path
 
@@ -69,12 +73,13 @@ def export_onnx_qdq(qmodel: Any, example: Sequence[Any], path: str | Path) -> Pa
     return path
 
 
-def onnx_to_ir(onnx_path: str | Path, xml_path: str | Path) -> Path:
+def onnx_to_ir(onnx_path: str | Path, xml_path: str | Path, *,
+               output_names: Sequence[str] = OUTPUT_NAMES) -> Path:
     """OpenVINO IR from an ONNX file, outputs named like the contract, weights not fp16."""
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
-    for out, name in zip(model.outputs, OUTPUT_NAMES):
+    for out, name in zip(model.outputs, output_names):
         out.get_tensor().set_names({name})
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return Path(xml_path)

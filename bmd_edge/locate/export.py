@@ -1,0 +1,42 @@
+"""Export a trained LocatorNet to ONNX + OpenVINO IR, each stamped with its LocatorSpec.
+
+Reuses `compress.export` (same opset, dynamic batch, IR without fp16 weight compression); the
+spec travels inside each file so `Locator` needs nothing else to letterbox and decode.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bmd_edge.compress.export import export_onnx, onnx_to_ir
+from bmd_edge.locate.locator import SPEC_KEY
+from bmd_edge.locate.spec import INPUT_NAME, OUTPUT_NAMES, LocatorSpec
+
+
+def export_locator(model: Any, spec: LocatorSpec, out_dir: str | Path,
+                   stem: str = "locator") -> tuple[Path, Path]:
+    """(onnx, xml) written into out_dir, fp32 (int8 via compress.quantize is still to come)."""
+    import onnx
+    import openvino as ov
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path, xml_path = out / f"{stem}.onnx", out / f"{stem}.xml"
+    example = (torch.zeros(1, 1, spec.size, spec.size),)
+    export_onnx(model, example, onnx_path, input_names=(INPUT_NAME,), output_names=OUTPUT_NAMES)
+    proto = onnx.load(str(onnx_path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, json.dumps(spec.to_dict(), sort_keys=True)
+    onnx.save(proto, str(onnx_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        # read_model memory-maps the .bin: stamp a copy, never overwrite the mapped file
+        raw = onnx_to_ir(onnx_path, Path(tmp) / "raw.xml", output_names=OUTPUT_NAMES)
+        ir = ov.Core().read_model(str(raw))
+        ir.set_rt_info(json.dumps(spec.to_dict(), sort_keys=True), [SPEC_KEY])
+        ov.save_model(ir, str(xml_path), compress_to_fp16=False)
+        del ir
+    return onnx_path, xml_path

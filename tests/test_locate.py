@@ -1,0 +1,174 @@
+"""The hip locator: letterbox/decode maths by hand, augmentation labels, a tiny trained locator
+exported to ONNX and OpenVINO (same hips from both), thread safety, torch-free runtime import."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+from bmd_edge.errors import BundleError, InputError
+from bmd_edge.locate import Locator, LocatorSpec
+from bmd_edge.locate.data import Augment, HipLabel, Sample, render, targets
+from bmd_edge.locate.decode import decode
+from bmd_edge.locate.letterbox import letterbox, window
+from bmd_edge.locate.spec import GEOMETRY
+from bmd_edge.runtime.backends import SessionConfig
+
+SPEC = LocatorSpec(size=64, stride=8)
+
+
+def toy_film(side: str, cx: float, cy: float, r: float, h: int = 80, w: int = 100) -> Sample:
+    """A bright disc (head) with a thick bar (neck + shaft) running down to the `side`."""
+    img = np.full((h, w), 0.2, np.float32)
+    sx = -1.0 if side == "left" else 1.0
+    neck = (cx + sx * 2.2 * r, cy + 2.2 * r)
+    cv2.line(img, (round(cx), round(cy)), (round(neck[0]), round(neck[1])), 0.7, max(2, round(r)))
+    cv2.line(img, (round(neck[0]), round(neck[1])), (round(neck[0]), h), 0.7, max(2, round(r)))
+    cv2.circle(img, (round(cx), round(cy)), round(r), 1.0, -1)
+    roi = ((cx + neck[0]) / 2, (cy + neck[1]) / 2)
+    hip = HipLabel((cx, cy), r, neck, roi, r * 0.6, r * 1.5)
+    return Sample(window(img, SPEC).astype(np.float16), (hip,), True,
+                  f"toy/{side}_{cx:.0f}_{cy:.0f}")
+
+
+def test_letterbox_maps_points_back_to_the_original() -> None:
+    img = np.random.default_rng(0).random((50, 200)).astype(np.float32)
+    x, box = letterbox(img, SPEC)
+    assert x.shape == (1, 1, 64, 64)
+    assert box.scale == pytest.approx(64 / 200)
+    assert box.pad_x == 0 and box.pad_y == pytest.approx((64 - 16) // 2)
+    # the pad is standardised black; the film occupies rows pad_y .. pad_y + 16
+    assert np.allclose(x[0, 0, :int(box.pad_y)], (0 - SPEC.mean) / SPEC.std)
+    assert box.to_original(32.0, box.pad_y + 8.0) == pytest.approx((32.5 / 0.32 - 0.5, 8.5 / 0.32 - 0.5))
+
+
+def test_decode_reads_a_hand_made_output_in_original_pixels() -> None:
+    g = SPEC.grid
+    heat = np.zeros((2, g, g), np.float32)
+    geom = np.zeros((len(GEOMETRY), g, g), np.float32)
+    heat[1, 3, 5] = 0.9                    # image-right hip at cell (row 3, col 5)
+    heat[0, 6, 1] = 0.2                    # below threshold: not a hip
+    geom[:, 3, 5] = (0.25, 0.5, 4 / 64, 8 / 64, 8 / 64, 4 / 64, 4 / 64, 3 / 64, 6 / 64)
+    img = np.zeros((100, 200), np.float32)
+    _, box = letterbox(img, SPEC)          # scale 0.32, pad_y 16
+    res = decode(heat, geom, np.array([[0.8]]), box, SPEC, threshold=0.3)
+    assert res.is_hip_score == pytest.approx(0.8)
+    assert len(res.hips) == 1 and res.hip("left") is None
+    hip = res.hip("right")
+    hx, hy = (5.25 * 8 + 0.5) / 0.32 - 0.5, (3.5 * 8 - 16 + 0.5) / 0.32 - 0.5   # by hand
+    assert hip.head_xy == pytest.approx((hx, hy))
+    assert hip.head_r == pytest.approx(4 / 0.32)
+    assert hip.neck_xy == pytest.approx((hx + 8 / 0.32, hy + 8 / 0.32))
+    assert hip.neck_angle_deg == pytest.approx(45.0) and hip.roi_angle_deg == pytest.approx(45.0)
+    assert hip.roi_xy == pytest.approx((hx + 4 / 0.32, hy + 4 / 0.32))
+    assert (hip.roi_len, hip.roi_width) == pytest.approx((3 / 0.32, 6 / 0.32))
+    assert hip.confidence == pytest.approx(0.9)
+    assert hip.neck_points_outward and hip.side_if_standard == "left"
+
+
+def test_mirror_swaps_the_side_and_moves_the_head() -> None:
+    film = toy_film("left", 60, 30, 8)
+    plain = Augment.none()
+    mirrored = Augment(0.0, (1.0, 1.0), 0.0, 1.0, (1.0, 1.0), 0.0, (0.0, 0.0), 0.0)
+    img0, hips0 = render(film, SPEC, plain, np.random.default_rng(0))
+    img1, hips1 = render(film, SPEC, mirrored, np.random.default_rng(0))
+    assert [s for s, _ in hips0] == ["left"] and [s for s, _ in hips1] == ["right"]
+    assert hips1[0][1].head[0] == pytest.approx(63 - hips0[0][1].head[0])
+    assert np.allclose(img1, img0[:, ::-1], atol=1e-5)
+
+
+def test_targets_put_the_peak_and_geometry_at_the_head() -> None:
+    hip = HipLabel((21.0, 43.0), 6.0, (30.0, 50.0), (25.0, 46.0), 4.0, 9.0)
+    heat, geom, mask = targets([("right", hip)], SPEC)
+    assert heat[0].max() == 0.0 and heat[1, 5, 2] == 1.0
+    assert mask.sum() == 9 and mask[5, 2] == 1.0
+    assert geom[:2, 5, 2] == pytest.approx((21 / 8 - 2, 43 / 8 - 5))
+    assert geom[3, 5, 2] == pytest.approx(9 / 64)
+
+
+def test_bad_inputs_are_refused(tmp_path) -> None:
+    with pytest.raises(BundleError):
+        Locator(tmp_path / "missing.onnx")
+    with pytest.raises(InputError):
+        letterbox(np.zeros((4, 100), np.float32), SPEC)
+    with pytest.raises(BundleError):
+        LocatorSpec(size=100, stride=8)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny locator trained on toy films until it finds their heads, exported both ways."""
+    torch = pytest.importorskip("torch")
+    from bmd_edge.locate.export import export_locator
+    from bmd_edge.locate.model import LocatorNetConfig
+    from bmd_edge.locate.train import TrainConfig, train
+
+    rng = np.random.default_rng(1)
+    films = [toy_film(side, rng.uniform(30, 70), rng.uniform(15, 35), rng.uniform(6, 9))
+             for side in ("left", "right") for _ in range(12)]
+    films = [f for pair in zip(films[:12], films[12:]) for f in pair]   # alternate sides
+    out = tmp_path_factory.mktemp("locator")
+    cfg = TrainConfig(epochs=30, batch=8, lr=1e-2, val_frac=0.2, threads=1,
+                      net=LocatorNetConfig(width=8, head=16))
+    torch.manual_seed(0)
+    # the toy task learns geometry, not robustness: no augmentation keeps it to seconds
+    net, _ = train(films, out, SPEC, cfg, log=lambda *_: None, aug=Augment.none())
+    onnx_path, xml_path = export_locator(net, SPEC, out)
+    return net, onnx_path, xml_path, films
+
+
+def test_trained_tiny_locator_finds_the_toy_heads_and_sides(exported) -> None:
+    _, onnx_path, _, films = exported
+    loc = Locator(onnx_path, threshold=0.2)
+    assert loc.spec == SPEC                       # read back from the file's metadata
+    hits = 0
+    for film in films:
+        res = loc.locate(film.pixels.astype(np.float32))
+        truth = film.hips[0]
+        side = "left" if truth.neck[0] < truth.head[0] else "right"
+        hip = res.hip(side)
+        hits += hip is not None and math.dist(hip.head_xy, truth.head) < 0.06 * 100
+    assert hits >= 0.8 * len(films)
+
+
+def test_onnx_and_openvino_give_the_same_hips(exported) -> None:
+    _, onnx_path, xml_path, films = exported
+    ort = Locator(onnx_path, SessionConfig(backend="onnxruntime"), threshold=0.05)
+    ov = Locator(xml_path, SessionConfig(backend="openvino"), threshold=0.05)
+    assert ov.spec == ort.spec == SPEC
+    for film in films[:6]:
+        img = film.pixels.astype(np.float32)
+        (a, _), (b, _) = ort.raw(img), ov.raw(img)
+        for x, y in zip(a, b):
+            assert np.allclose(x, y, atol=1e-4)
+        ra, rb = ort.locate(img), ov.locate(img)
+        assert [h.side_in_image for h in ra.hips] == [h.side_in_image for h in rb.hips]
+        for ha, hb in zip(ra.hips, rb.hips):
+            assert ha.head_xy == pytest.approx(hb.head_xy, abs=1e-2)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_one_locator_serves_many_threads(exported, backend: str) -> None:
+    _, onnx_path, xml_path, films = exported
+    loc = Locator(xml_path if backend == "openvino" else onnx_path,
+                  SessionConfig(backend=backend, threads=1), threshold=0.05)
+    imgs = [f.pixels.astype(np.float32) for f in films[:8]] * 4
+    alone = [loc.locate(i) for i in imgs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(loc.locate, imgs))
+    assert together == alone
+
+
+def test_runtime_imports_without_torch() -> None:
+    code = ("import sys; import bmd_edge.locate as L; import bmd_edge.locate.metrics; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(L.Locator.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Locator"
