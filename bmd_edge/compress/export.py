@@ -51,7 +51,9 @@ def export_onnx(model: Any, example: Sequence[Any], path: str | Path, *,
     return path
 
 
-def export_onnx_qdq(qmodel: Any, example: Sequence[Any], path: str | Path) -> Path:
+def export_onnx_qdq(qmodel: Any, example: Sequence[Any], path: str | Path, *,
+                    input_names: Sequence[str] = INPUT_NAMES,
+                    output_names: Sequence[str] = OUTPUT_NAMES) -> Path:
     """A QDQ ONNX that ONNX Runtime runs, with int8 weight initializers."""
     from nncf.torch.function_hook.wrapper import get_hook_storage
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
@@ -66,7 +68,7 @@ def export_onnx_qdq(qmodel: Any, example: Sequence[Any], path: str | Path) -> Pa
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "qdq_fp32_weights.onnx"
-        export_onnx(qmodel, example, raw)
+        export_onnx(qmodel, example, raw, input_names=input_names, output_names=output_names)
         fold_weight_quantizers(raw, path)
     for h in quantizers:
         h.set_export_mode(QuantizerExportMode.FAKE_QUANTIZE)

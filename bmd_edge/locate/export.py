@@ -6,21 +6,21 @@ spec travels inside each file so `Locator` needs nothing else to letterbox and d
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bmd_edge.compress.export import export_onnx, onnx_to_ir
+from bmd_edge.compress.export import export_onnx, export_onnx_qdq, onnx_to_ir
 from bmd_edge.locate.locator import SPEC_KEY
 from bmd_edge.locate.spec import INPUT_NAME, OUTPUT_NAMES, LocatorSpec
 
 
 def export_locator(model: Any, spec: LocatorSpec, out_dir: str | Path,
                    stem: str = "locator") -> tuple[Path, Path]:
-    """(onnx, xml) written into out_dir, fp32 (int8 via compress.quantize is still to come)."""
-    import onnx
-    import openvino as ov
+    """(onnx, xml) fp32, written into out_dir."""
     import torch
 
     out = Path(out_dir)
@@ -28,6 +28,36 @@ def export_locator(model: Any, spec: LocatorSpec, out_dir: str | Path,
     onnx_path, xml_path = out / f"{stem}.onnx", out / f"{stem}.xml"
     example = (torch.zeros(1, 1, spec.size, spec.size),)
     export_onnx(model, example, onnx_path, input_names=(INPUT_NAME,), output_names=OUTPUT_NAMES)
+    _stamp(onnx_path, xml_path, spec)
+    return onnx_path, xml_path
+
+
+def export_locator_int8(model: Any, spec: LocatorSpec, calibration: Sequence[Any],
+                        out_dir: str | Path, stem: str = "locator_int8") -> tuple[Path, Path]:
+    """(onnx, xml) int8: NNCF post-training quantisation (compress.quantize.ptq, CNN preset,
+    hip-film Linear kept float) on `calibration` input batches (B,1,S,S), QDQ export with
+    folded int8 weights. Accuracy must be re-measured on the files (benchmarks/locator.py)."""
+    import torch
+
+    from bmd_edge.compress.quantize import QuantizeConfig, ptq
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    batches = [(torch.as_tensor(b),) for b in calibration]
+    q = ptq(copy.deepcopy(model).eval(), batches, QuantizeConfig(model_type="default", subset_size=len(batches),
+                                           qat_epochs=0))
+    onnx_path, xml_path = out / f"{stem}.onnx", out / f"{stem}.xml"
+    export_onnx_qdq(q, (torch.zeros(1, 1, spec.size, spec.size),), onnx_path,
+                    input_names=(INPUT_NAME,), output_names=OUTPUT_NAMES)
+    _stamp(onnx_path, xml_path, spec)
+    return onnx_path, xml_path
+
+
+def _stamp(onnx_path: Path, xml_path: Path, spec: LocatorSpec) -> None:
+    """Write the spec into the ONNX file, then convert it to a stamped IR beside it."""
+    import onnx
+    import openvino as ov
+
     proto = onnx.load(str(onnx_path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, json.dumps(spec.to_dict(), sort_keys=True)
@@ -39,4 +69,3 @@ def export_locator(model: Any, spec: LocatorSpec, out_dir: str | Path,
         ir.set_rt_info(json.dumps(spec.to_dict(), sort_keys=True), [SPEC_KEY])
         ov.save_model(ir, str(xml_path), compress_to_fp16=False)
         del ir
-    return onnx_path, xml_path

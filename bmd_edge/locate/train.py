@@ -35,7 +35,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     val_frac: float = 0.15        # held out per cohort, by index, never augmented
-    geom_weight: float = 5.0      # geometry L1 is in small units (fractions of the side)
+    geom_weight: float = 20.0     # geometry L1 is in small units (fractions of the side)
     cls_weight: float = 0.5
     neg_share: float = 0.3        # non-hip films repeated up to this share of each epoch
     seed: int = 0
@@ -169,6 +169,7 @@ def main(
     limit: Annotated[int | None, typer.Option(help="At most this many films per cohort.")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue out/last.pt.")] = False,
+    geom_weight: Annotated[float, typer.Option(help="Weight of the geometry L1 loss.")] = 20.0,
 ) -> None:
     """Train the hip locator, export ONNX + OpenVINO IR, and score the exported ONNX file."""
     from bmd_edge.locate.export import export_locator
@@ -178,7 +179,7 @@ def main(
     spec = LocatorSpec(size=size)
     samples = [s for f in [*pos, *neg] for s in load_cohort(f, spec, limit)]
     typer.echo(f"{len(samples)} films ({sum(s.is_hip for s in samples)} hip/pelvis)")
-    cfg = TrainConfig(epochs=epochs, batch=batch, threads=threads)
+    cfg = TrainConfig(epochs=epochs, batch=batch, threads=threads, geom_weight=geom_weight)
     net, _ = train(samples, out, spec, cfg, resume=resume, log=typer.echo)
     onnx_path, _ = export_locator(net, spec, out)
     loc = Locator(onnx_path, SessionConfig(backend="onnxruntime", threads=threads))
