@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,7 @@ def test_the_comparison_can_fail() -> None:
     assert readme.differences(shown, shown.replace("-1.2", "-1.4"))
     assert readme.differences(shown, shown.replace("osteopenia", "normal"))
     assert readme.differences(shown, shown.replace("POSITIVE", "negative"))
+def test_every_results_file_the_readme_cites_exists() -> None:
+    cited = set(re.findall(r"`((?:benchmarks/results|calibration)/[\w./-]+)`", TEXT))
+    assert cited, "the README cites no results files"
+    assert [c for c in cited if not (ROOT / c).exists()] == []

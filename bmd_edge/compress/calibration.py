@@ -116,7 +116,7 @@ def write_case_list(path: str | Path, rows: Sequence[CaseRow]) -> Path:
 
 
 def describe(rows: Sequence[CaseRow], role: str) -> dict[str, Any]:
-    """Counts and label range of one role, for bundle.json["calibration"]."""
+    """Counts and label range of one role, for bundle.json provenance.calibration."""
     sel = [r for r in rows if r.role == role]
     if not sel:
         return {"n": 0}
