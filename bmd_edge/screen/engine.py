@@ -112,15 +112,16 @@ def plan(source: Path, folder: ResultsFolder, defaults: Mapping[str, object],
                     continue
                 seen.add(key)
                 _append(cols, key, item, folder)
-            t = pa.table(cols, schema=PENDING_SCHEMA())
+            t = pa.table(cols, schema=pending_schema())
             fresh = pc.invert(pc.is_in(t.column("key"), value_set=done))
             n_done += t.num_rows - pc.sum(fresh.cast("int64")).as_py()
             tables.append(t.filter(fresh))
-    pending = pa.concat_tables(tables) if tables else PENDING_SCHEMA().empty_table()
+    pending = pa.concat_tables(tables) if tables else pending_schema().empty_table()
     return Plan(pending=pending, n_listed=n_listed, n_duplicates=n_dup, n_done=n_done)
 
 
-def PENDING_SCHEMA() -> Any:
+def pending_schema() -> Any:
+    """Columns of the pending-inputs table the driver hands to Ray (pyarrow, imported lazily)."""
     import pyarrow as pa
 
     return pa.schema([("key", pa.string()), ("path_key", pa.string()), ("path", pa.string()),
