@@ -96,13 +96,22 @@ def main() -> None:
     loc = Locator(run / "locator.xml", SessionConfig(backend="openvino", threads=1))
     spec: LocatorSpec = loc.spec
     named = [("synthetic validation (run split)", LocatorMetrics(**val))]
+    int8 = None
+    if (run / "locator_int8.xml").is_file():
+        int8 = Locator(run / "locator_int8.xml", SessionConfig(backend="openvino", threads=1))
+    if (run / "metrics_int8.json").is_file():
+        named.append(("int8, synthetic validation",
+                      LocatorMetrics(**json.loads((run / "metrics_int8.json").read_text()))))
     fresh = [s for f in [*args.pos, *args.neg] for s in load_cohort(f, spec)]
     if fresh:
         named.append(("fresh-seed synthetic", evaluate(loc.locate, fresh, threshold=thr)))
+        if int8 is not None:
+            named.append(("int8, fresh-seed synthetic", evaluate(int8.locate, fresh, threshold=thr)))
     sets = {name: real_rows(loc, REAL / name, thr, not args.no_draw)
             for name in ("hip", "hip_extra", "nonhip") if (REAL / name).is_dir()}
     img = fresh[0].pixels.astype(np.float32) if fresh else np.random.rand(256, 256)
     ms = latency_ms(loc, img.astype(np.float32))
+    ms8 = latency_ms(int8, img.astype(np.float32)) if int8 is not None else float("nan")
     machine = detect_machine()
     lines = ["# Hip locator (issue #15, first model)", "",
              f"Machine: {machine.line()}",
@@ -115,14 +124,18 @@ def main() -> None:
              "## Real development films (numbers only)", ""]
     for name, rows in sets.items():
         acc = np.mean([r["accepted"] for r in rows]) if rows else float("nan")
-        lines += [f"### realworld/{name}: {len(rows)} films, accepted {acc:.0%}", "",
+        by_age = {}
+        for r in rows:
+            by_age.setdefault(r["age_group"] or "unlabelled", []).append(r["accepted"])
+        ages = "; ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_age.items()))
+        lines += [f"### realworld/{name}: {len(rows)} films, accepted {acc:.0%} ({ages})", "",
                   ("| file | body part | age | hip score | accepted | hips found (side in image, "
                    "head x,y px, r, conf) |"), "|---|---|---|---|---|---|"]
         lines += [f"| {r['file']} | {r['body_part']} | {r['age_group']} | {r['score']:.3f} | "
                   f"{'yes' if r['accepted'] else 'no'} | {r['heads'] or 'none'} |" for r in rows]
         lines.append("")
-    lines += [(f"Latency: locate (letterbox + OpenVINO fp32 1 thread + decode) p50 {ms:.2f} ms "
-               f"on a {img.shape[1]}-px film, under the load above."), ""]
+    lines += [(f"Latency: locate (letterbox + OpenVINO 1 thread + decode) p50 fp32 {ms:.2f} ms, "
+               f"int8 {ms8:.2f} ms on a {img.shape[1]}-px film, under the load above."), ""]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "locator.md").write_text("\n".join(lines))
     import matplotlib
