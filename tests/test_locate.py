@@ -172,3 +172,41 @@ def test_runtime_imports_without_torch() -> None:
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Locator"
+
+
+def test_metrics_count_found_heads_sides_and_refusals() -> None:
+    from bmd_edge.locate.decode import FoundHip, LocateResult
+    from bmd_edge.locate.metrics import choose_threshold, evaluate
+
+    films = [toy_film("left", 60, 30, 8), toy_film("right", 40, 30, 8)]
+    other = Sample(np.zeros((80, 100), np.float16), (), False, "toy/other")
+
+    def hip(side: str, x: float, y: float) -> FoundHip:
+        return FoundHip(side, (x, y), 8.0, (x, y + 10), 90.0, (x, y + 5), 5.0, 12.0, 90.0, 0.9)
+
+    answers = {  # what the "locator" says for each film (looked up by the film's pixels)
+        id(films[0]): LocateResult(0.9, (hip("left", 63, 34),)),     # found, 5 px off, right side
+        id(films[1]): LocateResult(0.8, (hip("left", 40, 30), hip("right", 10, 70))),  # wrong
+        id(other): LocateResult(0.5, ()),
+    }
+    by_bytes = {s.pixels.tobytes(): answers[id(s)] for s in (*films, other)}
+    m = evaluate(lambda img: by_bytes[img.astype(np.float16).tobytes()], [*films, other],
+                 threshold=0.7)
+    assert (m.n_hip_films, m.n_other_films, m.n_heads) == (2, 1, 2)
+    assert m.head_found == 1.0 and m.side_correct == 0.5
+    assert m.centre_err_median_pct == pytest.approx((5.0 + 0.0) / 2)   # % of 100 px width
+    assert m.false_hips_on_hip_films == 0.5
+    assert m.hip_films_accepted == 1.0 and m.other_films_refused == 1.0
+    assert choose_threshold([0.1 * k for k in range(1, 11)], keep=0.9) == pytest.approx(0.19)
+
+
+def test_balance_repeats_negatives_to_the_asked_share() -> None:
+    pytest.importorskip("torch")
+    from bmd_edge.locate.train import balance, split
+
+    pos = [toy_film("left", 50, 30, 8) for _ in range(7)]
+    neg = [Sample(np.zeros((8, 8), np.float16), (), False, "neg/x")]
+    out = balance(pos + neg, 0.3)
+    assert sum(not s.is_hip for s in out) == 3 and len(out) == 10
+    tr, va = split(pos + neg * 4, 0.25)
+    assert len(va) == 2 + 1 and len(tr) == 5 + 3
