@@ -6,6 +6,8 @@ traceback. Anything else escaping to the CLI is a bug in bmd-edge.
 
 from __future__ import annotations
 
+import re
+
 
 class BmdEdgeError(Exception):
     """Base of every error bmd-edge raises on purpose."""
@@ -62,18 +64,25 @@ MAX_SHOWN = 120  # characters of a user's value echoed back; the rest is counted
 MAX_LINE = 1000  # characters of one error line; a longer one is cut with a count
 
 
+# C0/C1 controls and the Unicode line/paragraph separators: anything that could split a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def escape_controls(text: str) -> str:
-    """`text` with newlines, tabs, ESC and every other control character written as escapes, so a
-    value can never break a message into two lines or drive the terminal (ANSI codes)."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable() or ch == " ":
-            out.append(ch)
-        else:
-            out.append(repr(ch)[1:-1] if ch not in "\"'" else ch)
-    return "".join(out)
+    """`text` with newlines, ESC and every other control character written as `\x0a`-style
+    escapes, and file-name bytes that are not UTF-8 as `\xff`, so a value can never break a
+    message into two lines or drive the terminal. The same spelling as
+    `file_checks.display_name`, so a name reads the same in every message."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name's bytes
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def esc(m: re.Match[str]) -> str:
+        code = ord(m.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(esc, text)
 
 
 def shown(value: object, limit: int = MAX_SHOWN) -> str:

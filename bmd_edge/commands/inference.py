@@ -136,8 +136,6 @@ def predict(
             raise InputError(f"--out is for batch mode; {image.name} is a single image")
         if batch and report is not None:
             raise InputError("--report draws one person's result; it is not available in batch mode")
-        if report is not None and report.suffix.lower() != ".png":  # checked before any work
-            raise InputError(f"--report {shown(report.name)} must end in .png")
         if batch and dicom_out is not None:
             raise InputError("--dicom-out writes one image's results; for many images run "
                              "`bmd-edge serve` or call bmd_edge.dicom_out.write_results")
@@ -153,6 +151,8 @@ def predict(
             out = check_output_path(out, [image])
         if report is not None:
             report = check_output_path(report, [image], "--report", example="report.png")
+            if report.suffix.lower() != ".png":  # before the temp file (.png) would hide it
+                raise InputError(f"--report {shown(report.name)} must end in .png")
         from bmd_edge.runtime.predictor import Predictor
 
         predictor = Predictor.load(model, backend=backend.value, variant=variant,

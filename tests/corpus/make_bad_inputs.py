@@ -713,7 +713,7 @@ def hostile_cases() -> list[tuple[CorpusCase, dict[str, bytes]]]:
                                      (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]), ".png",
         PROCESSED, note="libpng warned 'zTXt: too short'")
     add(o, "path_newline", b"patient list\n", ".png", REFUSED,
-        r"new\\nline\.png: looks like a text file", target="single/new\nline.png")
+        r"new\\x0aline\.png: looks like a text file", target="single/new\nline.png")
     add(o, "path_ansi", b"patient list\n", ".png", REFUSED,
         r"\\x1b\[31mred\.png: looks like a text file", target="single/\x1b[31mred.png",
         note="a terminal escape in a file name")
