@@ -25,7 +25,8 @@ concepts that have no standard code):
         ├ CODE 99BMDEDGE WHOCAT "WHO category" = normal | osteopenia | osteoporosis
         ├ CODE 99BMDEDGE SCREEN "Low-BMD screen" = Positive (SCT 10828004) | Negative (SCT 260385009)
         └ TEXT items (CONTAINS): T-score reference, Z-score reference, interval (coverage, method),
-          screening threshold, intended use, scale
+          screening threshold, intended use, scale, and one "Warning" per prediction warning
+          (e.g. an unsigned bundle, an age that differs from the DICOM's)
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
         texts.append(("INTERVAL", "Prediction interval",
                       (f"{p.interval[0]:.4f}-{p.interval[1]:.4f} g/cm2, split-conformal, "
                        f"{p.interval[2]:.0%} coverage")))
+    texts += [("WARNING", "Warning", w) for w in p.warnings]   # never identifiers (predictor)
     content = group[0].ContentSequence
     for value, meaning, text in texts:
         content.append(hd.sr.TextContentItem(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from bmd_edge.commands.failure import fail
+from bmd_edge.commands.inference import ALLOW_UNSIGNED, TRUSTED_KEY
 from bmd_edge.errors import BmdEdgeError
 
 
@@ -38,6 +39,8 @@ def serve(
     model: Annotated[Path | None, typer.Option(
         help="Bundle folder (default: the shipped bundle).")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    allow_unsigned: Annotated[bool, ALLOW_UNSIGNED] = False,
+    trusted_key: Annotated[list[Path] | None, TRUSTED_KEY] = None,
 ) -> None:
     """Receive hip radiographs by DICOM C-STORE; send back a Structured Report (and a
     Secondary Capture of the report) for each, or write them to an outbox folder.
@@ -54,7 +57,8 @@ def serve(
                                destination=destination, outbox=outbox, spool=spool,
                                workers=workers, queue_size=queue_size,
                                secondary_capture=secondary_capture, health_port=health_port,
-                               model=model, threads=threads)
+                               model=model, threads=threads, allow_unsigned=allow_unsigned or None,
+                               trusted_keys=tuple(trusted_key) if trusted_key else None)
         logs.setup()
         node = ServeNode(cfg)
         node.start()

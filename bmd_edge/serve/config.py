@@ -52,6 +52,8 @@ class ServeConfig:
     model: Path | None = None            # bundle folder (default: the shipped one)
     backend: str = "openvino"
     threads: int | None = None           # inference threads (default: the runtime's)
+    allow_unsigned: bool = False         # run a bundle neither pinned nor signed (SRs say so)
+    trusted_keys: tuple[Path, ...] = ()  # extra Ed25519 public keys (PEM) to trust
 
     def __post_init__(self) -> None:
         _ae(self.ae_title, "ae_title")
@@ -88,6 +90,8 @@ class ServeConfig:
         for key in ("outbox", "spool", "model"):
             if isinstance(values.get(key), str):
                 values[key] = Path(values[key])
+        if "trusted_keys" in values:
+            values["trusted_keys"] = tuple(Path(k) for k in values["trusted_keys"])
         return cls(**values)
 
     def with_(self, **changes: Any) -> ServeConfig:

@@ -78,7 +78,9 @@ class ServeNode:
             from bmd_edge.runtime.predictor import Predictor
 
             self._predictor = Predictor.load(self.cfg.model, backend=self.cfg.backend,
-                                             threads=self.cfg.threads)
+                                             threads=self.cfg.threads,
+                                             allow_unsigned=self.cfg.allow_unsigned,
+                                             trusted_keys=self.cfg.trusted_keys)
         recovered = self.spool.pending_incoming()
         for i in range(self.cfg.workers):
             self._spawn(self._work, f"bmd-worker-{i}")
