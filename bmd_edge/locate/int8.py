@@ -37,7 +37,7 @@ def main(
     batches: Annotated[int, typer.Option(help="Calibration batches of 16 renders.")] = 8,
 ) -> None:
     """Quantise the run's best locator to int8 and score the int8 file like the fp32 one."""
-    ck = torch.load(run / "best.pt", weights_only=False)
+    ck = torch.load(run / "best.pt", weights_only=True)
     spec = LocatorSpec.from_dict(ck["spec"])
     net = LocatorNet(LocatorNetConfig(**ck["net"]))
     net.load_state_dict(ck["model"])

@@ -121,7 +121,7 @@ def train(samples: list[Sample], out: Path, spec: LocatorSpec, cfg: TrainConfig,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     start, best = 0, None
     if resume and (out / "last.pt").is_file():
-        ck = torch.load(out / "last.pt", weights_only=False)
+        ck = torch.load(out / "last.pt", weights_only=True)
         net.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
         start, best = ck["epoch"] + 1, ck.get("best")
         log(f"resumed at epoch {start}")
@@ -149,7 +149,7 @@ def train(samples: list[Sample], out: Path, spec: LocatorSpec, cfg: TrainConfig,
             best = {"score": score, "epoch": epoch}
             torch.save(ck | {"best": best}, out / "best.pt")
         torch.save(ck | {"best": best}, out / "last.pt")
-    ck = torch.load(out / "best.pt", weights_only=False)
+    ck = torch.load(out / "best.pt", weights_only=True)
     net = LocatorNet(LocatorNetConfig(**ck["net"]))
     net.load_state_dict(ck["model"])
     return net.eval(), LocatorMetrics(**ck["metrics"])
