@@ -297,8 +297,8 @@ def info(
         summary = {
             "path": str(b.root), "model": m.model.to_dict(), "trust": b.trust.describe(),
             "intended_use": m.intended_use, "training_data": m.provenance.training_data,
-            "variants": {n: {k: v.to_dict()[k] for k in ("file", "runtime", "precision",
-                                                          "metrics")}
+            "variants": {n: {"file": v.file, "runtime": v.runtime, "precision": v.precision,
+                             "metrics": dict(v.metrics)}
                          for n, v in m.variants.items() if n in installed},
             "not_installed": [n for n in m.variants if n not in installed],
             "interval": m.interval.to_dict(),
