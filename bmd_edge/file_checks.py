@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from pathlib import Path
 
-# C0/C1 controls and the Unicode line/paragraph separators: anything that could split a line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from bmd_edge.errors import escape_controls
 
 
 def display_name(text: str | os.PathLike[str]) -> str:
@@ -24,17 +22,7 @@ def display_name(text: str | os.PathLike[str]) -> str:
     Bytes of a file name that are not UTF-8 (Python holds them as lone surrogates) become
     `\\xe9`-style escapes, as do control characters such as a newline inside a name.
     """
-    text = os.fspath(text)
-    try:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name's bytes
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-    def esc(m: re.Match[str]) -> str:
-        code = ord(m.group())
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _CONTROL.sub(esc, text)
+    return escape_controls(os.fspath(text))
 
 
 def one_line(text: str) -> str:
