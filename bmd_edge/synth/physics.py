@@ -23,12 +23,14 @@ The chain, per pixel, in the order a real acquisition applies it:
    0.6 DR / 0.3 CR at low frequency). Quantum noise is drawn at the detector's native pitch and
    averaged down to the output pitch, so a 256-px image is as (little) noisy as a real one
    resized to 256 px; electronic noise is additive (DR lower than CR).
-6. **Blur.** Gaussian, σ ≈ 0.1 mm (CsI DR) to 0.2 mm (CR phosphor/laser) + 0.3–0.8 mm for
-   focal spot, patient motion and the rounded outlines of real bone.
+6. **Blur.** Gaussian; detector (σ ≈ 0.1–0.14 mm: 10 % MTF at ≈ 2.5–3.5 lp/mm), focal-spot
+   penumbra, patient motion and the unsharp outlines of real bone added in quadrature
+   (`system_blur_mm`, σ ≈ 0.4–1.1 mm for the trunk).
 7. **Clinical processing** (what a vendor's "for presentation" image is): log, histogram-based
    auto-ranging on the anatomy (direct exposure and collimated border excluded), multi-frequency
    edge enhancement/dynamic range compression (a 3-band Laplacian decomposition with per-band
-   gains, in the spirit of Agfa MUSICA / Fuji MFP), and a display S-curve LUT. Absolute
+   gains, in the spirit of Agfa MUSICA / Fuji MFP), and a display S-curve LUT whose shoulder
+   rolls off below full white (markers, metal and white shutters are never pure white). Absolute
    intensity is NOT preserved: a heavier patient is auto-ranged to the same grey range, which is
    how the real images lose their absolute density information.
 8. Collimation (shuttered borders, unexposed = white or electronically blacked out) and a lead
@@ -126,26 +128,49 @@ def sample_acquisition(rng: np.random.Generator, *, view: str) -> Acquisition:
         detector="DR" if dr else "CR",
         native_px_mm=float(rng.uniform(0.139, 0.16) if dr else rng.uniform(0.1, 0.2)),
         electronic_noise=float(rng.uniform(2.0, 6.0) if dr else rng.uniform(6.0, 15.0)),
-        # detector (CsI ≈ 0.1 mm, CR phosphor/laser ≈ 0.2 mm) + focal spot (1.2 mm at ≈ 1.1
-        # magnification) + patient motion and the curvature of real bone outlines
-        blur_mm=float(rng.uniform(0.08, 0.15) if dr else rng.uniform(0.15, 0.3))
-        + float(rng.uniform(0.3, 0.8)),
+        blur_mm=system_blur_mm(rng, dr=dr, view=view),
         heel_angle_deg=heel + float(rng.normal(0.0, 5.0)),
         heel_strength=float(rng.uniform(0.1, 0.25)),
         window_lo_pct=float(rng.uniform(0.5, 3.0)),
         window_hi_pct=float(rng.uniform(97.5, 99.5)),
-        edge_gains=(float(rng.uniform(1.0, 1.8)), float(rng.uniform(1.0, 1.5)),
-                    float(rng.uniform(0.9, 1.3))),
+        # MUSICA/MFP-style detail gains as shipped for skeletal presets: modest on the finest
+        # band (a strong fine gain mostly amplifies noise), more on the medium band.
+        edge_gains=(float(rng.uniform(1.0, 1.3)), float(rng.uniform(1.0, 1.4)),
+                    float(rng.uniform(0.9, 1.2))),
         drc=float(rng.uniform(0.5, 0.85)),
         lut_slope=float(rng.uniform(2.0, 4.0)),
         lut_gamma=float(np.exp(rng.uniform(math.log(0.85), math.log(1.2)))),
         display_black=float(rng.uniform(0.0, 0.08)),
-        display_white=float(rng.uniform(0.82, 0.95)),
-        mid_grey=float(rng.uniform(0.28, 0.45)),
+        # The LUT's shoulder approaches display_white and never reaches it; vendors keep the
+        # brightest anatomy below full white (the 99th percentile of real films ≈ 0.75–0.85).
+        display_white=float(rng.uniform(0.78, 0.9)),
+        mid_grey=float(rng.uniform(0.35, 0.5)),
         collimation=coll,  # type: ignore[arg-type]
         shutter_white=bool(rng.random() < 0.5),
         marker_corner=int(rng.integers(0, 4)),
     )
+
+
+def system_blur_mm(rng: np.random.Generator, *, dr: bool, view: str) -> float:
+    """Gaussian σ (mm, at the detector) of the whole imaging chain's unsharpness.
+
+    Independent blurs add in quadrature. Detector: a Gaussian MTF exp(−2π²σ²f²) reaches 10 % at
+    f = 0.34/σ, so CsI DR (10 % at ≈ 3–3.5 lp/mm) has σ ≈ 0.10–0.12 mm and CR (laser spread in
+    the phosphor, ≈ 2.5–3 lp/mm) σ ≈ 0.11–0.14 mm. Focal spot: the large 1.2 mm focus used for
+    the trunk, penumbra f·(M − 1) with the hip joint 15–25 cm above the detector at 100–115 cm
+    SID (M ≈ 1.15–1.3), σ ≈ penumbra/2. Motion: trunk exposures of 50–300 ms with breathing and
+    involuntary movement (≈ 2–5 mm/s) smear ≈ 0.5–1.5 mm, σ ≈ 0.3–0.8 mm. Anatomical: a real
+    bone outline is a curved, ≈ 1–2 mm-thick cortex with a ragged periosteal surface, so its
+    projection rises over ≈ 1.5–3 mm, which a surface-model phantom lacks (σ ≈ 0.3–0.7 mm).
+    Extremities are close to the detector (M ≈ 1.05) and held still, so less.
+    """
+    trunk = view in ("hip", "pelvis", "paed_pelvis", "spine", "long_spine", "chest", "shoulder")
+    det = float(rng.uniform(0.10, 0.12) if dr else rng.uniform(0.11, 0.14))
+    mag = float(rng.uniform(1.15, 1.3) if trunk else rng.uniform(1.03, 1.08))
+    focal = 1.2 * (mag - 1.0) / 2.0
+    motion = float(rng.uniform(0.3, 0.8) if trunk else rng.uniform(0.1, 0.3))
+    anatomical = float(rng.uniform(0.3, 0.7))
+    return math.sqrt(det * det + focal * focal + motion * motion + anatomical * anatomical)
 
 
 REFERENCE = Acquisition(kvp=75.0, filtration_mm_al=3.0, quanta_mm2=2.25e5, grid=True,
@@ -257,7 +282,10 @@ def detected_quanta(maps: MaterialMaps, acq: Acquisition, rng: np.random.Generat
         shut[:, w - right:] = True
     if bottom:
         shut[h - bottom:, :] = True
-    signal[shut] *= F32(0.03)
+    # The blades sit ≈ 15–25 cm below the focal spot, so their shadow has a penumbra of
+    # f·(SID − d)/d ≈ 1.2 mm × 4–6 ≈ 5–7 mm at the detector (σ ≈ 2 mm): a soft edge.
+    blade = _blur(shut.astype(F32), 2.0 / px) if shut.any() else shut.astype(F32)
+    signal *= F32(1.0) - F32(0.97) * blade
     # AEC: scale so the central field receives the target quanta behind the patient.
     cy, cx = slice(int(0.3 * h), int(0.7 * h)), slice(int(0.3 * w), int(0.7 * w))
     per_px = acq.quanta_mm2 * px * px
@@ -309,17 +337,31 @@ def process(quanta: np.ndarray, shut: np.ndarray, acq: Acquisition, px_mm: float
     down = (acq.mid_grey - acq.display_black) / max(float(med - lo2), 1e-3)
     d = out - F32(med)
     out = F32(acq.mid_grey) + np.where(d > 0, d * F32(up), d * F32(down))
-    # Display LUT: a gentle S-curve (toe and shoulder) through [black, white], then gamma.
+    # Display LUT: an S-curve whose toe starts at display_black and whose shoulder approaches
+    # display_white asymptotically, then gamma. The window's top (dense bone) lands on the
+    # shoulder below display_white, and anything denser (lead marker, metal, unexposed border)
+    # is compressed towards it instead of clipping at full white, as vendor LUTs roll off.
     k = acq.lut_slope
     x = np.clip((out - F32(acq.display_black))
-                / F32(acq.display_white - acq.display_black), -0.5, 1.5)
+                / F32(acq.display_white - acq.display_black), -0.5, 6.0)
     lo_l = 1.0 / (1.0 + math.exp(k * 0.5))
     z = F32(1.0) / (F32(1.0) + np.exp(F32(-k) * (x - F32(0.5))))
     curve = np.clip((z - F32(lo_l)) / F32(1.0 - 2.0 * lo_l), 0.0, None) ** F32(acq.lut_gamma)
-    lut = np.clip(F32(acq.display_black)
-                  + F32(acq.display_white - acq.display_black) * curve, 0.0, 1.0)
-    if shut.any():
-        lut[shut] = F32(1.0 if acq.shutter_white else 0.0)
+    v = F32(acq.display_black) + F32(acq.display_white - acq.display_black) * curve
+    # Shoulder: above a knee three quarters of the way from mid-grey to display_white, grey
+    # levels roll off (tanh) towards display_white, which is never reached.
+    knee = acq.mid_grey + 0.75 * (acq.display_white - acq.mid_grey)
+    room = F32(acq.display_white - knee)
+    lut = np.where(v > F32(knee), F32(knee) + room * np.tanh((v - F32(knee)) / room), v)
+    lut = np.clip(lut, 0.0, 1.0)
+    if shut.any() and not acq.shutter_white:   # electronic masking: a hard black border
+        lut[shut] = F32(0.0)
+    elif shut.any():
+        # Unmasked border: the vendor's collimation detection shows it at the LUT's top (just
+        # below display_white, not pure white), through the blades' soft penumbra.
+        top = F32(knee + float(room) * math.tanh(3.0))
+        blade = np.clip(_blur(shut.astype(F32), 2.0 / px_mm), 0.0, 1.0)
+        lut = lut * (F32(1.0) - blade) + top * blade
     return lut.astype(F32)
 
 
