@@ -315,6 +315,23 @@ class Provenance:
                    F.plain(F.obj(d["calibration"], f"{p}.calibration"), f"{p}.calibration"),
                    dict(versions))
 
+    def torch_metrics_test(self) -> Mapping[str, Any]:
+        """PyTorch metrics on the held-out test half by stage ("fp32", "ptq", "qat"); {} if absent."""
+        found = self.calibration.get("torch_metrics_test")
+        return found if isinstance(found, Mapping) else {}
+
+    def interval_halfwidth_of(self, variant: str) -> float:
+        """The interval half-width calibrated for `variant` itself (NaN when not recorded)."""
+        per = self.calibration.get("interval_per_variant")
+        entry = per.get(variant) if isinstance(per, Mapping) else None
+        value = entry.get("halfwidth_gcm2") if isinstance(entry, Mapping) else None
+        return float(value) if isinstance(value, (int, float)) else float("nan")
+
+    def test_cases(self) -> int | None:
+        """How many held-out cases the recorded metrics were measured on (None when unknown)."""
+        value = self.calibration.get("test_cases")
+        return value if isinstance(value, int) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"training_data": self.training_data,
                 "calibration": json.loads(json.dumps(self.calibration)),

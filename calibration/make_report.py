@@ -32,9 +32,9 @@ def _ptq_variants(bundle_meta: dict, qdir: Path, checkpoint: Path) -> dict:
 
 def _as_rows(meta: object) -> dict:
     """Variant name → {"metrics": {...}} with the per-variant interval width folded in."""
-    per = meta.provenance.calibration.get("interval_per_variant", {})  # type: ignore[attr-defined]
-    return {n: {"metrics": {**v.metrics, "interval_halfwidth_gcm2":
-                            per.get(n, {}).get("halfwidth_gcm2", float("nan"))}}
+    prov = meta.provenance  # type: ignore[attr-defined]
+    return {n: {"metrics": {**v.metrics,
+                            "interval_halfwidth_gcm2": prov.interval_halfwidth_of(n)}}
             for n, v in meta.variants.items()}  # type: ignore[attr-defined]
 
 
@@ -77,7 +77,7 @@ def main() -> None:
         "# Calibration report", "",
         f"Bundle `{args.bundle}` ({meta.model.name} {meta.model.version}); written by "
         "`calibration/make_report.py`. Metrics on the held-out test half "
-        f"(n={meta.provenance.calibration['test_cases']}); interval calibrated on the other half "
+        f"(n={meta.provenance.test_cases()}); interval calibrated on the other half "
         f"(n={meta.interval.n_calibration}, {meta.interval.coverage:.0%} split conformal). "
         f"OpenVINO runs pinned to f32 inference precision.", "",
         f"Quantization: NNCF PTQ (model_type={qc['model_type']}, kept float: {qc['keep_float']}, "

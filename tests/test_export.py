@@ -147,7 +147,7 @@ def test_bundle_json_content(built: dict) -> None:
     assert m.references.tables["t_score"]["mean_gcm2"] == pytest.approx(1.0386, abs=1e-4)
     assert m.interval.method == "split-conformal" and m.interval.coverage == 0.8
     # 15 held-out cases, interleaved by label rank: 8 set the interval, 7 are scored.
-    assert m.interval.n_calibration == 8 and m.provenance.calibration["test_cases"] == 7
+    assert m.interval.n_calibration == 8 and m.provenance.test_cases() == 7
     for name, var in m.variants.items():
         assert {"mae", "rmse", "r2", "auc"} <= set(var.metrics), name
     assert set(m.files) == {"model_int8.xml", "model_int8.bin", "model_int8.onnx",

@@ -271,7 +271,7 @@ def _tag_methods(meta: Any, installed: tuple[str, ...]) -> dict[str, Any]:
     `method` always wins.
     """
     variants = {n: meta.variants[n].to_dict() for n in installed}
-    torch_metrics = meta.provenance.calibration.get("torch_metrics_test") or {}
+    torch_metrics = meta.provenance.torch_metrics_test()
     implied = "qat" if "qat" in torch_metrics else "ptq" if "ptq" in torch_metrics else None
     for v in variants.values():
         if v["precision"] == "int8" and "method" not in v and implied:
