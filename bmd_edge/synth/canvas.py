@@ -17,13 +17,13 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from bmd_edge.synth.anatomy import Grid, ellipsoid, tube
 from bmd_edge.synth.materials import MaterialMaps
+from bmd_edge.synth.render import texture_transfer
 
 F32 = np.float32
 CORTEX_GCM3 = 1.15     # g HA per cm³ of bone tissue, as the hips (anatomy.TMD_G_CM3)
@@ -220,30 +220,12 @@ def _texture_fields(seed: int, size: int, px_mm: float) -> tuple[list[np.ndarray
     """Unit-variance oriented noise fields + an isotropic one (one FFT of white noise)."""
     rng = np.random.default_rng(seed)
     spec = np.fft.rfft2(rng.standard_normal((size, size), dtype=F32))
-    *oriented, iso = _transfer(size, px_mm)
+    *oriented, iso = texture_transfer(size, px_mm, N_ORIENT)
     fields = []
     for h in (*oriented, iso):
         f = np.fft.irfft2(spec * h, s=(size, size)).astype(F32)
         fields.append(f / F32(f.std() + 1e-9))
     return fields[:-1], fields[-1]
-
-
-@lru_cache(maxsize=32)
-def _transfer(size: int, px_mm: float) -> tuple[np.ndarray, ...]:
-    """Gaussian transfer functions: ≈ 3 mm along × 0.45 mm across, and isotropic 0.6 mm."""
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.rfftfreq(size)[None, :]
-    sl, sw = max(3.0 / px_mm, 1.0), max(0.45 / px_mm, 0.5)
-    out = []
-    for k in range(N_ORIENT):
-        a = math.pi * k / N_ORIENT
-        along = fx * math.cos(a) + fy * math.sin(a)
-        across = -fx * math.sin(a) + fy * math.cos(a)
-        out.append(np.exp(-2.0 * math.pi**2 * ((sl * along) ** 2 + (sw * across) ** 2))
-                   .astype(F32))
-    out.append(np.exp(-2.0 * math.pi**2 * max(0.6 / px_mm, 0.5) ** 2 * (fx**2 + fy**2))
-               .astype(F32))
-    return tuple(out)
 
 
 def polyline(canvas: Canvas, pts: list[tuple[float, float]], r: float, cortex: float,

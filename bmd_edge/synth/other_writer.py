@@ -8,18 +8,16 @@ detector what is not an adult hip.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from bmd_edge.errors import InputError
 from bmd_edge.synth.other_anatomy import KINDS, physics_view, render_anatomy
-from bmd_edge.synth.writer import _write_csv, case_name, encode_png, write_atomic
+from bmd_edge.synth.writer import _write_csv, case_name, encode_png, run_chunks, write_atomic
 
 OTHER_COLUMNS = ("image", "anatomy", "view", "contains_pelvis", "paediatric", "side",
                  "pixel_spacing_mm")
@@ -78,19 +76,7 @@ def generate_other(n: int, out: str | Path, *, kind: str, seed: int = 0, size: i
     jobs = [(kind, seed, list(range(s, min(s + chunk, n))), size, str(root))
             for s in range(0, n, chunk)]
     rows: list[dict[str, object]] = []
-    if workers == 1:
-        for job in jobs:
-            rows.extend(_write_chunk(job))
-            if progress:
-                progress(len(rows))
-    else:
-        # forkserver, as the hip writer: a forked child of a cv2-threaded parent can deadlock.
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for part in pool.map(_write_chunk, jobs):
-                rows.extend(part)
-                if progress:
-                    progress(len(rows))
+    rows.extend(run_chunks(_write_chunk, jobs, workers, progress))
     manifest = root / "manifest.csv"
     _write_csv(manifest, list(OTHER_COLUMNS), rows)
     return manifest

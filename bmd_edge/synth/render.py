@@ -168,7 +168,7 @@ def _oriented_fields(seed: int, size: int, px_mm: float, k: int = 6) -> tuple[li
     """
     rng = np.random.default_rng(seed)
     spec = np.fft.rfft2(rng.standard_normal((size, size), dtype=F32))
-    *oriented, iso = _transfer(size, round(px_mm, 2), k)
+    *oriented, iso = texture_transfer(size, round(px_mm, 2), k)
     fields = []
     for h in oriented:
         f = np.fft.irfft2(spec * h, s=(size, size)).astype(F32)
@@ -178,7 +178,7 @@ def _oriented_fields(seed: int, size: int, px_mm: float, k: int = 6) -> tuple[li
 
 
 @lru_cache(maxsize=64)
-def _transfer(size: int, px_mm: float, k: int) -> tuple[np.ndarray, ...]:
+def texture_transfer(size: int, px_mm: float, k: int) -> tuple[np.ndarray, ...]:
     """Fourier transfer functions of the K oriented texture filters and the isotropic one."""
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -263,6 +264,33 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     write_atomic(path, buf.getvalue().encode("utf-8"))
 
 
+T = TypeVar("T")  # one job of a writer's chunk function
+R = TypeVar("R")  # one row it returns
+
+
+def run_chunks(write_chunk: Callable[[T], list[R]], jobs: list[T], workers: int,
+               progress: Callable[[int], None] | None = None) -> list[R]:
+    """Every job's rows in job order, in-process for one worker, else in a process pool.
+
+    forkserver, not fork: a forked child of a process that already used OpenCV's thread pool
+    can deadlock inside cv2 (seen in the test suite and in `train --synth`).
+    """
+    rows: list[R] = []
+    if workers == 1:
+        for job in jobs:
+            rows.extend(write_chunk(job))
+            if progress:
+                progress(len(rows))
+        return rows
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for part in pool.map(write_chunk, jobs):
+            rows.extend(part)
+            if progress:
+                progress(len(rows))
+    return rows
+
+
 def generate_cohort(n: int, out: str | Path, *, seed: int = 0, size: int = 256,
                     dicom: bool = False, view: str = "hip", workers: int | None = None,
                     progress: Callable[[int], None] | None = None) -> Path:
@@ -285,21 +313,7 @@ def generate_cohort(n: int, out: str | Path, *, seed: int = 0, size: int = 256,
     chunk = max(1, min(16, n // (workers * 4) or 1))
     jobs = [(seed, list(range(s, min(s + chunk, n))), size, view, dicom, str(root))
             for s in range(0, n, chunk)]
-    results: list[tuple[dict, dict, dict]] = []
-    if workers == 1:
-        for job in jobs:
-            results.extend(_write_chunk(job))
-            if progress:
-                progress(len(results))
-    else:
-        # forkserver, not fork: a forked child of a process that already used OpenCV's thread
-        # pool can deadlock inside cv2 (seen in the test suite and in `train --synth`).
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for rows in pool.map(_write_chunk, jobs):
-                results.extend(rows)
-                if progress:
-                    progress(len(results))
+    results: list[tuple[dict, dict, dict]] = run_chunks(_write_chunk, jobs, workers, progress)
     manifest = root / "manifest.csv"
     _write_csv(root / "oracle.csv", list(results[0][1]), [o for _, o, _ in results])
     _write_csv(root / "landmarks.csv", list(LANDMARK_COLUMNS), [lm for _, _, lm in results])
