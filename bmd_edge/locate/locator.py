@@ -17,25 +17,20 @@ from bmd_edge.errors import BundleError, DependencyError, InputError
 from bmd_edge.locate.decode import LocateResult, decode
 from bmd_edge.locate.letterbox import letterbox
 from bmd_edge.locate.spec import GEOMETRY, INPUT_NAME, OUTPUT_NAMES, SIDES, LocatorSpec
-from bmd_edge.runtime.backends import RequestPool, SessionConfig, import_openvino
+from bmd_edge.runtime.backends import (
+    RequestPool,
+    SessionConfig,
+    compile_openvino,
+    import_openvino,
+    ort_session,
+)
 
 SPEC_KEY = "bmd_edge_locator_spec"  # ONNX metadata_props / OpenVINO rt_info key holding the spec
 
 
 class _OvLocatorSession:
     def __init__(self, path: Path, cfg: SessionConfig) -> None:
-        try:
-            ov = import_openvino()
-        except ImportError:  # pragma: no cover - openvino is a core dependency
-            raise DependencyError("OpenVINO is not installed; run `pip install openvino`") from None
-        core = ov.Core()
-        props = {"INFERENCE_PRECISION_HINT": cfg.precision, "NUM_STREAMS": "1",
-                 "INFERENCE_NUM_THREADS": str(cfg.threads), "PERFORMANCE_HINT": "LATENCY"}
-        try:
-            self._compiled = core.compile_model(str(path), "CPU", props)
-        except RuntimeError as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise BundleError(f"OpenVINO cannot load locator {path.name}: {first}") from None
+        self._compiled = compile_openvino(path, cfg, label="locator ")
         try:
             self._out = [self._compiled.output(n) for n in OUTPUT_NAMES]
         except RuntimeError:
@@ -53,20 +48,7 @@ class _OvLocatorSession:
 
 class _OrtLocatorSession:
     def __init__(self, path: Path, cfg: SessionConfig) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:  # pragma: no cover - onnxruntime is a core dependency
-            raise DependencyError("ONNX Runtime is not installed; run `pip install onnxruntime`") \
-                from None
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = cfg.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise BundleError(f"ONNX Runtime cannot load locator {path.name}: {first}") from None
+        self._sess = ort_session(path, cfg, label="locator ")
         names = {o.name for o in self._sess.get_outputs()}
         if not set(OUTPUT_NAMES) <= names:
             raise BundleError(f"locator {path.name} has outputs {sorted(names)}; expected "

@@ -168,6 +168,66 @@ class RequestPool:
             self._free.put(req)
 
 
+def compile_openvino(model_file: Path, cfg: SessionConfig, label: str = "") -> Any:
+    """`model_file` compiled for the CPU with pinned precision, one stream and explicit threads.
+
+    The one place OpenVINO settings live, for the BMD model and the hip locator alike:
+    "fp32" silently runs as bf16 on BF16/AMX CPUs unless INFERENCE_PRECISION_HINT is pinned.
+    """
+    try:
+        ov = import_openvino()
+    except ImportError:  # pragma: no cover - openvino is a core dependency
+        raise DependencyError("OpenVINO is not installed; run `pip install openvino`") from None
+    core = ov.Core()
+    if cfg.cache_dir is not None:
+        try:
+            cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cfg.cache_dir)})
+        except OSError:
+            pass  # a read-only home only costs start-up time, never correctness
+    props = {
+        "INFERENCE_PRECISION_HINT": cfg.precision,
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(cfg.threads),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    if model_file.suffix == ".onnx":
+        # An unreadable .onnx makes OpenVINO try every frontend, and TensorFlow's prints
+        # absl errors on fd 2; ask the ONNX frontend alone first.
+        from openvino.frontend import FrontEndManager
+
+        onnx_frontend = FrontEndManager().load_by_framework("onnx")
+        if not onnx_frontend.supported(str(model_file)):
+            raise BundleError(f"OpenVINO cannot load {label}{model_file.name}: it is not a valid "
+                              "ONNX model (protobuf parsing failed); the bundle is damaged")
+    try:
+        # Compiling from the path (not a read Model) lets OpenVINO use its cache on restart.
+        return core.compile_model(str(model_file), "CPU", props)
+    except RuntimeError as err:
+        raise BundleError(f"OpenVINO cannot load {label}{model_file.name}: "
+                          f"{native_reason(err)}") from None
+
+
+def ort_session(model_file: Path, cfg: SessionConfig, label: str = "") -> Any:
+    """An ONNX Runtime CPU session with explicit intra-op threads (inter-op 1, sequential)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - onnxruntime is a core dependency
+        raise DependencyError(
+            "ONNX Runtime is not installed; run `pip install onnxruntime`") from None
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cfg.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
+        raise BundleError(f"ONNX Runtime cannot load {label}{model_file.name}: "
+                          f"{native_reason(err)}") from None
+
+
 class OpenVinoSession:
     """An OpenVINO CPU compiled model with pinned precision, one stream and explicit threads.
 
@@ -178,38 +238,7 @@ class OpenVinoSession:
     backend = "openvino"
 
     def __init__(self, model_file: Path, cfg: SessionConfig) -> None:
-        try:
-            ov = import_openvino()
-        except ImportError:  # pragma: no cover - openvino is a core dependency
-            raise DependencyError("OpenVINO is not installed; run `pip install openvino`") from None
-        core = ov.Core()
-        if cfg.cache_dir is not None:
-            try:
-                cfg.cache_dir.mkdir(parents=True, exist_ok=True)
-                core.set_property({"CACHE_DIR": str(cfg.cache_dir)})
-            except OSError:
-                pass  # a read-only home only costs start-up time, never correctness
-        props = {
-            "INFERENCE_PRECISION_HINT": cfg.precision,
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(cfg.threads),
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        if model_file.suffix == ".onnx":
-            # An unreadable .onnx makes OpenVINO try every frontend, and TensorFlow's prints
-            # absl errors on fd 2; ask the ONNX frontend alone first.
-            from openvino.frontend import FrontEndManager
-
-            onnx_frontend = FrontEndManager().load_by_framework("onnx")
-            if not onnx_frontend.supported(str(model_file)):
-                raise BundleError(f"OpenVINO cannot load {model_file.name}: it is not a valid "
-                                  "ONNX model (protobuf parsing failed); the bundle is damaged")
-        try:
-            # Compiling from the path (not a read Model) lets OpenVINO use its cache on restart.
-            self._compiled = core.compile_model(str(model_file), "CPU", props)
-        except RuntimeError as err:
-            raise BundleError(f"OpenVINO cannot load {model_file.name}: "
-                              f"{native_reason(err)}") from None
+        self._compiled = compile_openvino(model_file, cfg)
         _check_io("OpenVINO", model_file,
                   [set(i.get_names()) for i in self._compiled.inputs],
                   [set(o.get_names()) for o in self._compiled.outputs])
@@ -245,24 +274,9 @@ class OrtSession:
     backend = "onnxruntime"
 
     def __init__(self, model_file: Path, cfg: SessionConfig) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:  # pragma: no cover - onnxruntime is a core dependency
-            raise DependencyError(
-                "ONNX Runtime is not installed; run `pip install onnxruntime`") from None
         if model_file.suffix != ".onnx":
             raise BundleError(f"ONNX Runtime needs an .onnx file, got {model_file.name}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = cfg.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        try:
-            self._sess = ort.InferenceSession(str(model_file), so,
-                                              providers=["CPUExecutionProvider"])
-        except Exception as err:  # noqa: BLE001 - ORT raises its own untyped errors
-            raise BundleError(f"ONNX Runtime cannot load {model_file.name}: "
-                              f"{native_reason(err)}") from None
+        self._sess = ort_session(model_file, cfg)
         _check_io("ONNX", model_file, [{i.name} for i in self._sess.get_inputs()],
                   [{o.name} for o in self._sess.get_outputs()])
         self.precision = "f32"  # ORT CPU computes float ops in f32; int8 ops stay int8
