@@ -8,9 +8,7 @@ Library-level checks follow: what the reader made of the files that were process
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
@@ -22,11 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_main
+from corpus.make_bad_inputs import (
+    PROCESSED,
+    REFUSED,
+    WARNED,
+    CorpusCase,
+    all_cases,
+    hip_like,
+    read_expected,
+    write_corpus,
+)
 
 from bmd_edge.errors import BundleError
 from bmd_edge.runtime.tiny import write_tiny_bundle
-from corpus.make_bad_inputs import (PROCESSED, REFUSED, WARNED, CorpusCase, all_cases,
-                                    hip_like, read_expected, write_corpus)
 
 PAIRS = all_cases()
 CASES = {c.name: c for c, _ in PAIRS}
@@ -77,16 +84,7 @@ def run_cli(argv: list[str], *, subprocess_: bool,
                            text=True, env=env, timeout=120,
                            preexec_fn=_limit_address_space if memory_limit else None)
         return r.returncode, r.stdout, r.stderr
-    from bmd_edge.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
+    return run_main(argv)
 
 
 def argv_for(case: CorpusCase, corpus: Path, bundle: Path, tmp: Path) -> list[str]:

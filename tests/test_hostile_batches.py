@@ -9,7 +9,6 @@ row's name) fails the test, not only a row that is missing.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from cli_run import run_main
 from corpus.make_bad_inputs import hip_like
 from corpus.make_hostile_batches import REFUSED, ROWS, SCENARIO, cases, write_corpus
 
@@ -66,16 +66,7 @@ def run_cli(argv: list[str], *, subprocess_: bool) -> tuple[int, str, str]:
                            preexec_fn=_limit_memory)
         return (r.returncode, r.stdout.decode("utf-8", "replace"),
                 r.stderr.decode("utf-8", "replace"))
-    from bmd_edge.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
+    return run_main(argv)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ dicom_io, which silences pydicom); BMD_EDGE_DEBUG=1 is set in the subprocess run
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import subprocess
@@ -20,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_main
+from corpus.make_bad_inputs import dicom, hip_like, u8
 
 from bmd_edge.runtime.tiny import write_tiny_bundle
-from corpus.make_bad_inputs import dicom, hip_like, u8
 
 IDS = {"PatientName": "Zyxwvut^Quentina", "PatientID": "MRN-PHI-998877",
        "PatientBirthDate": "19480229", "OtherPatientIDs": "OTHER-ID-4455",
@@ -59,16 +58,8 @@ def _env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPat
 
 def cli(argv: list[str]) -> tuple[int, bytes]:
     """Run main() in-process; exit code and everything printed (stdout + stderr) as bytes."""
-    from bmd_edge.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, (out.getvalue() + err.getvalue()).encode("utf-8")
+    code, out, err = run_main(argv)
+    return code, (out + err).encode("utf-8")
 
 
 def leaks(blob: bytes) -> list[bytes]:
