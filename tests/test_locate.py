@@ -3,6 +3,7 @@ exported to ONNX and OpenVINO (same hips from both), thread safety, torch-free r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def test_decode_reads_a_hand_made_output_in_original_pixels() -> None:
 def test_mirror_swaps_the_side_and_moves_the_head() -> None:
     film = toy_film("left", 60, 30, 8)
     plain = Augment.none()
-    mirrored = Augment(0.0, (1.0, 1.0), 0.0, 1.0, (1.0, 1.0), 0.0, (0.0, 0.0), 0.0)
+    mirrored = dataclasses.replace(plain, mirror=1.0)
     img0, hips0 = render(film, SPEC, plain, np.random.default_rng(0))
     img1, hips1 = render(film, SPEC, mirrored, np.random.default_rng(0))
     assert [s for s, _ in hips0] == ["left"] and [s for s, _ in hips1] == ["right"]
@@ -90,6 +91,52 @@ def test_targets_put_the_peak_and_geometry_at_the_head() -> None:
     assert mask.sum() == 9 and mask[5, 2] == 1.0
     assert geom[:2, 5, 2] == pytest.approx((21 / 8 - 2, 43 / 8 - 5))
     assert geom[3, 5, 2] == pytest.approx(9 / 64)
+
+
+def test_close_ups_keep_a_whole_head_up_to_a_quarter_of_the_frame() -> None:
+    film = toy_film("right", 40, 30, 5)
+    aug = dataclasses.replace(Augment.none(), close_up=1.0, max_head_frac=0.25)
+    fracs = []
+    for seed in range(30):
+        _, hips = render(film, SPEC, aug, np.random.default_rng(seed))
+        assert len(hips) == 1 and hips[0][0] == "right"
+        hp = hips[0][1]
+        assert hp.head_r <= hp.head[0] + 1e-6 and hp.head[0] + hp.head_r <= 64 + 1e-6
+        assert hp.head_r <= hp.head[1] + 1e-6 and hp.head[1] + hp.head_r <= 64 + 1e-6
+        fracs.append(hp.head_r / 64)
+    # plain fit gives 5 · 64/100 = 3.2 px (5 %); close-ups span up to 25 %
+    assert min(fracs) >= 0.05 - 1e-6 and max(fracs) <= 0.25 + 1e-6 and max(fracs) > 0.15
+
+
+def test_domain_randomisation_keeps_the_letterbox_black_and_the_labels_true() -> None:
+    film = toy_film("left", 60, 30, 8)
+    lo, hi = (0 - SPEC.mean) / SPEC.std, (1 - SPEC.mean) / SPEC.std
+    bars = 0
+    for seed in range(40):
+        img, hips = render(film, SPEC, dataclasses.replace(Augment(), aspect=1.0),
+                           np.random.default_rng(seed))
+        assert img.shape == (64, 64) and np.isfinite(img).all()
+        assert img.min() >= lo - 1e-5 and img.max() <= hi + 1e-5
+        # a non-square field of view: whole black rows or columns on two opposite sides
+        black = np.isclose(img, lo)
+        bars += bool(black.all(axis=0)[[0, -1]].all() or black.all(axis=1)[[0, -1]].all())
+        for side, hp in hips:
+            assert side == ("left" if hp.neck[0] < hp.head[0] else "right")
+    assert bars == 40
+
+
+def test_photometric_off_only_rewindows() -> None:
+    from bmd_edge.locate.randomize import Photometric, perturb
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.2, 0.8, (32, 32)).astype(np.float32)
+    content = np.zeros((32, 32), bool)
+    content[:, 4:28] = True
+    out = perturb(img, content, Photometric.off(), rng)
+    assert (out[~content] == 0).all()
+    ref = img[content]
+    lo, hi = np.percentile(ref, (1, 99))
+    assert out[content] == pytest.approx(np.clip((ref - lo) / (hi - lo), 0, 1), abs=1e-5)
 
 
 def test_bad_inputs_are_refused(tmp_path) -> None:

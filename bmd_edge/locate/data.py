@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -20,6 +20,7 @@ import numpy as np
 
 from bmd_edge.errors import InputError
 from bmd_edge.locate.letterbox import window
+from bmd_edge.locate.randomize import Photometric, perturb
 from bmd_edge.locate.spec import GEOMETRY, SIDES, LocatorSpec
 
 CACHE_SIDE = 192  # films are held in memory at this longest side: augmentation never upsamples much
@@ -90,58 +91,81 @@ def load_cohort(folder: str | Path, spec: LocatorSpec, limit: int | None = None)
 
 @dataclass(frozen=True)
 class Augment:
+    """Geometric randomisation (here) + acquisition/export randomisation (`randomize`)."""
+
     rotate_deg: float = 15.0       # ± in-plane rotation
-    scale: tuple[float, float] = (0.8, 1.25)   # zoom relative to the letterbox fit (>1 crops)
+    scale: tuple[float, float] = (0.6, 1.2)    # zoom relative to the letterbox fit, log-uniform
     shift: float = 0.12            # ± translation, fraction of the input side
     mirror: float = 0.5            # probability of a horizontal flip (sides swap)
-    gamma: tuple[float, float] = (0.6, 1.6)
-    blur: float = 0.3              # probability of a Gaussian blur, sigma 0.5-1.5 px
-    noise: tuple[float, float] = (0.0, 0.04)   # Gaussian noise SD range (windowed units)
-    jpeg: float = 0.3              # probability of a JPEG round trip, quality 30-90
+    close_up: float = 0.45         # probability of a crop around one hip (or a random spot)
+    max_head_frac: float = 0.25    # close-ups zoom until the head radius is up to this × side
+    aspect: float = 0.5            # probability of a non-square field of view (letterbox bars)
+    photometric: Photometric = field(default_factory=Photometric)
 
     @classmethod
     def none(cls) -> Augment:
-        return cls(0.0, (1.0, 1.0), 0.0, 0.0, (1.0, 1.0), 0.0, (0.0, 0.0), 0.0)
+        return cls(0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.25, 0.0, Photometric.off())
 
 
-def _affine(shape: tuple[int, int], spec: LocatorSpec, aug: Augment,
+def _affine(sample: Sample, spec: LocatorSpec, aug: Augment,
             rng: np.random.Generator) -> np.ndarray:
-    h, w = shape
+    """Film → input affine. A close-up picks one hip (a random spot on a non-hip film, so a
+    zoomed view is no cue by itself), zooms until its head is 5 %-`max_head_frac` of the side,
+    and puts it anywhere it stays whole; otherwise the whole film is fitted, zoomed and shifted."""
+    h, w = sample.pixels.shape
     s = spec.size
-    fit = s / max(h, w) * rng.uniform(*aug.scale)
+    fit = s / max(h, w)
     ang = math.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
-    c, si = math.cos(ang) * fit, math.sin(ang) * fit
+    src = np.array([(w - 1) / 2, (h - 1) / 2])
+    dst = np.array([(s - 1) / 2, (s - 1) / 2])
+    if rng.random() < aug.close_up:
+        if sample.hips:
+            hp = sample.hips[int(rng.integers(len(sample.hips)))]
+            r0 = hp.head_r * fit / s
+            frac = rng.uniform(max(0.05, min(r0, aug.max_head_frac)), aug.max_head_frac)
+            zoom = max(1.0, frac / max(r0, 1e-6))
+            src = np.array(hp.head)
+            r = hp.head_r * fit * zoom
+            dst = rng.uniform(min(r, s / 2), max(s - r, s / 2), 2)
+        else:
+            zoom = math.exp(rng.uniform(0.0, math.log(3.0)))
+            src = rng.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
+            dst = rng.uniform(0.25 * s, 0.75 * s, 2)
+    else:
+        lo, hi = aug.scale
+        zoom = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        dst = dst + rng.uniform(-aug.shift, aug.shift, 2) * s
+    c, si = math.cos(ang) * fit * zoom, math.sin(ang) * fit * zoom
     m = np.array([[c, -si, 0.0], [si, c, 0.0]])
-    tx, ty = rng.uniform(-aug.shift, aug.shift, 2) * s
-    m[:, 2] = (np.array([(s - 1) / 2 + tx, (s - 1) / 2 + ty])
-               - m[:, :2] @ np.array([(w - 1) / 2, (h - 1) / 2]))
+    m[:, 2] = dst - m[:, :2] @ src
     if rng.random() < aug.mirror:
         m = np.array([[-1.0, 0.0, s - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
     return m
 
 
-def _photometric(img: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(*aug.gamma)
-    if rng.random() < aug.blur:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
-    sd = rng.uniform(*aug.noise)
-    if sd > 0:
-        img = img + rng.normal(0.0, sd, img.shape).astype(np.float32)
-    if rng.random() < aug.jpeg:
-        q = int(rng.integers(30, 91))
-        _, buf = cv2.imencode(".jpg", (np.clip(img, 0, 1) * 255).astype(np.uint8),
-                               [cv2.IMWRITE_JPEG_QUALITY, q])
-        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
+def _content(spec: LocatorSpec, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """Where the film lies in the square input: all of it, or a centred portrait/landscape band
+    (a non-square film letterboxed), the rest black like the runtime's padding."""
+    s = spec.size
+    mask = np.ones((s, s), bool)
+    if rng.random() < aug.aspect:
+        k = round(s * rng.uniform(0.5, 0.95))
+        a = (s - k) // 2
+        if rng.random() < 0.5:
+            mask[:, :a] = mask[:, a + k:] = False
+        else:
+            mask[:a] = mask[a + k:] = False
+    return mask
 
 
 def render(sample: Sample, spec: LocatorSpec, aug: Augment,
            rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, HipLabel]]]:
     """(S, S) standardised input and the hips inside it, each with its side in the image."""
-    m = _affine(sample.pixels.shape, spec, aug, rng)
+    m = _affine(sample, spec, aug, rng)
     img = cv2.warpAffine(sample.pixels.astype(np.float32), m, (spec.size, spec.size),
                          flags=cv2.INTER_LINEAR, borderValue=0.0)
-    img = (_photometric(img, aug, rng) - spec.mean) / spec.std
+    content = _content(spec, aug, rng)
+    img = (perturb(img, content, aug.photometric, rng) - spec.mean) / spec.std
     scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
 
     def pt(p: tuple[float, float]) -> tuple[float, float]:
@@ -151,7 +175,8 @@ def render(sample: Sample, spec: LocatorSpec, aug: Augment,
     hips = []
     for hp in sample.hips:
         head = pt(hp.head)
-        if not (0 <= head[0] < spec.size and 0 <= head[1] < spec.size):
+        if not (0 <= head[0] < spec.size and 0 <= head[1] < spec.size
+                and content[int(head[1]), int(head[0])]):
             continue  # cropped away: not a target, and not a false positive either
         neck = pt(hp.neck)
         side = SIDES[0] if neck[0] < head[0] else SIDES[1]

@@ -106,16 +106,20 @@ def balance(samples: list[Sample], neg_share: float) -> list[Sample]:
 
 
 def train(samples: list[Sample], out: Path, spec: LocatorSpec, cfg: TrainConfig,
-          resume: bool = False, log=print, aug: Augment | None = None
-          ) -> tuple[LocatorNet, LocatorMetrics]:
+          resume: bool = False, log=print, aug: Augment | None = None,
+          init: Path | None = None) -> tuple[LocatorNet, LocatorMetrics]:
     """Train, checkpoint every epoch to out/last.pt (best → out/best.pt); returns the best net
-    and its validation metrics. `aug` defaults to the full domain randomisation."""
+    and its validation metrics. `aug` defaults to the full domain randomisation; `init` starts
+    from another run's weights (same net config), which a fresh `--resume` then supersedes."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     tr, va = split(samples, cfg.val_frac)
     tr = balance(tr, cfg.neg_share)
     net = LocatorNet(cfg.net)
+    if init is not None:
+        net.load_state_dict(torch.load(init, weights_only=True)["model"])
+        log(f"initialised from {init}")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(tr) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -170,6 +174,8 @@ def main(
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue out/last.pt.")] = False,
     geom_weight: Annotated[float, typer.Option(help="Weight of the geometry L1 loss.")] = 20.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
+    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint's weights.")] = None,
 ) -> None:
     """Train the hip locator, export ONNX + OpenVINO IR, and score the exported ONNX file."""
     from bmd_edge.locate.export import export_locator
@@ -179,8 +185,9 @@ def main(
     spec = LocatorSpec(size=size)
     samples = [s for f in [*pos, *neg] for s in load_cohort(f, spec, limit)]
     typer.echo(f"{len(samples)} films ({sum(s.is_hip for s in samples)} hip/pelvis)")
-    cfg = TrainConfig(epochs=epochs, batch=batch, threads=threads, geom_weight=geom_weight)
-    net, _ = train(samples, out, spec, cfg, resume=resume, log=typer.echo)
+    cfg = TrainConfig(epochs=epochs, batch=batch, threads=threads, geom_weight=geom_weight, lr=lr)
+    net, _ = train(samples, out, spec, cfg, resume=resume, log=typer.echo,
+                   init=None if resume and (out / "last.pt").is_file() else init)
     onnx_path, _ = export_locator(net, spec, out)
     loc = Locator(onnx_path, SessionConfig(backend="onnxruntime", threads=threads))
     m = evaluate(loc.locate, split(samples, cfg.val_frac)[1])
