@@ -26,16 +26,24 @@ from bmd_edge.benchmark.machine import detect_machine
 from bmd_edge.image_io import read_image
 from bmd_edge.locate import Locator, LocatorSpec
 from bmd_edge.locate.data import load_cohort
-from bmd_edge.locate.metrics import LocatorMetrics, evaluate
+from bmd_edge.locate.metrics import (
+    LocatorMetrics,
+    ReferenceHead,
+    evaluate,
+    load_reference_heads,
+    reference_errors,
+)
 from bmd_edge.runtime.backends import SessionConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REAL = ROOT.parent / "shared" / "realworld"
 DRAW = ROOT / "local" / "locator_real"
+HEADS = ROOT / "tests" / "data" / "realworld_heads.csv"   # hand-marked by the "marks" work
 
 
-def real_rows(loc: Locator, folder: Path, threshold: float, draw: bool) -> list[dict]:
+def real_rows(loc: Locator, folder: Path, threshold: float, draw: bool,
+              refs: dict[str, list[ReferenceHead]]) -> list[dict]:
     labels = {}
     if (folder / "labels.csv").is_file():
         labels = {r["file"]: r for r in csv.DictReader((folder / "labels.csv").open())}
@@ -44,8 +52,11 @@ def real_rows(loc: Locator, folder: Path, threshold: float, draw: bool) -> list[
         img = read_image(p).pixels
         res = loc.locate(img)
         lab = labels.get(p.name, {})
-        rows.append({"file": p.name, "body_part": lab.get("body_part", ""),
-                     "age_group": lab.get("age_group", ""), "score": res.is_hip_score,
+        marked = refs.get(f"{folder.name}/{p.name}", [])
+        errs = reference_errors(res, marked, img.shape[1], img.shape[0])
+        rows.append({"marked": marked, "errs": errs,"file": p.name, "body_part": lab.get("body_part", ""),
+                     "age_group": lab.get("age_group", "") or (marked[0].age_group if marked else ""),
+                     "score": res.is_hip_score,
                      "accepted": res.is_hip_score >= threshold,
                      "hips": "+".join(h.side_in_image for h in res.hips) or "none",
                      "width": img.shape[1],
@@ -62,6 +73,12 @@ def real_rows(loc: Locator, folder: Path, threshold: float, draw: bool) -> list[
                         (255, 255, 0), 2)
             cv2.imwrite(str(DRAW / f"{folder.name}_{p.stem}.png"), vis)
     return rows
+
+
+def err_cell(errs: list) -> str:
+    """'l 1.2; r 35.0 (wrong side)' per marked head; '-' where no hip was found at all."""
+    return "; ".join(f"{ref.side_in_image[0]} " + ("none found" if e is None else f"{e:.1f}")
+                     + ("" if e is None or ok else " (other side)") for ref, e, ok in errs) or ""
 
 
 def latency_ms(loc: Locator, img: np.ndarray, n: int = 50) -> float:
@@ -107,7 +124,8 @@ def main() -> None:
         named.append(("fresh-seed synthetic", evaluate(loc.locate, fresh, threshold=thr)))
         if int8 is not None:
             named.append(("int8, fresh-seed synthetic", evaluate(int8.locate, fresh, threshold=thr)))
-    sets = {name: real_rows(loc, REAL / name, thr, not args.no_draw)
+    refs = load_reference_heads(HEADS) if HEADS.is_file() else {}
+    sets = {name: real_rows(loc, REAL / name, thr, not args.no_draw, refs)
             for name in ("hip", "hip_extra", "nonhip") if (REAL / name).is_dir()}
     img = fresh[0].pixels.astype(np.float32) if fresh else np.random.rand(256, 256)
     ms = latency_ms(loc, img.astype(np.float32))
@@ -129,10 +147,30 @@ def main() -> None:
             by_age.setdefault(r["age_group"] or "unlabelled", []).append(r["accepted"])
         ages = "; ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_age.items()))
         lines += [f"### realworld/{name}: {len(rows)} films, accepted {acc:.0%} ({ages})", "",
-                  ("| file | body part | age | hip score | accepted | hips found (side in image, "
-                   "head x,y px, r, conf) |"), "|---|---|---|---|---|---|"]
+                  ("| file | body part | age | hip score | accepted | marked heads: error % of "
+                   "width (side) | hips found (side in image, head x,y px, r, conf) |"),
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['file']} | {r['body_part']} | {r['age_group']} | {r['score']:.3f} | "
-                  f"{'yes' if r['accepted'] else 'no'} | {r['heads'] or 'none'} |" for r in rows]
+                  f"{'yes' if r['accepted'] else 'no'} | {err_cell(r['errs'])} | "
+                  f"{r['heads'] or 'none'} |" for r in rows]
+        lines.append("")
+    marked = [r for rows in sets.values() for r in rows if r["marked"]]
+    if marked:
+        lines += [("### Marked heads (tests/data/realworld_heads.csv): found within 10 % of the "
+                   "width, on accepted films"), "",
+                  ("| age group | films accepted | heads within 10 % | side in image right | "
+                   "median error % |"), "|---|---|---|---|---|"]
+        for age in ("adult", "adolescent", "paediatric"):
+            rs = [r for r in marked if r["marked"][0].age_group == age]
+            es = [(e, so, r["accepted"]) for r in rs for _, e, so in r["errs"]]
+            if not rs:
+                continue
+            within = sum(e is not None and e <= 10 and a for e, _, a in es)
+            side = sum(e is not None and e <= 10 and so and a for e, so, a in es)
+            med = np.median([e for e, _, _ in es if e is not None]) if any(
+                e is not None for e, _, _ in es) else float("nan")
+            lines.append(f"| {age} | {sum(r['accepted'] for r in rs)}/{len(rs)} | "
+                         f"{within}/{len(es)} | {side}/{len(es)} | {med:.1f} |")
         lines.append("")
     lines += [(f"Latency: locate (letterbox + OpenVINO 1 thread + decode) p50 fp32 {ms:.2f} ms, "
                f"int8 {ms8:.2f} ms on a {img.shape[1]}-px film, under the load above."), ""]

@@ -257,3 +257,27 @@ def test_balance_repeats_negatives_to_the_asked_share() -> None:
     assert sum(not s.is_hip for s in out) == 3 and len(out) == 10
     tr, va = split(pos + neg * 4, 0.25)
     assert len(va) == 2 + 1 and len(tr) == 5 + 3
+
+
+def test_reference_heads_are_read_and_scored_in_percent_of_the_width(tmp_path) -> None:
+    from bmd_edge.locate.decode import FoundHip, LocateResult
+    from bmd_edge.locate.metrics import load_reference_heads, reference_errors
+
+    csv_path = tmp_path / "heads.csv"
+    csv_path.write_text(
+        "file,side_in_image,head_x_frac,head_y_frac,head_r_frac,age_group,view,mark_quality,notes\n"
+        "hip/a.jpg,left,0.25,0.5,0.05,adult,AP pelvis,clear,\n"
+        "hip/a.jpg,right,0.75,0.5,0.05,adult,AP pelvis,faint,\"x, y\"\n")
+    refs = load_reference_heads(csv_path)["hip/a.jpg"]
+    assert [(r.side_in_image, r.x_frac, r.quality) for r in refs] == [
+        ("left", 0.25, "clear"), ("right", 0.75, "faint")]
+
+    def hip(side: str, x: float, y: float) -> FoundHip:
+        return FoundHip(side, (x, y), 8.0, (x, y + 10), 90.0, (x, y + 5), 5.0, 12.0, 90.0, 0.9)
+
+    # 400 × 200 film: left head at (100, 100), right at (300, 100)
+    res = LocateResult(0.9, (hip("left", 104, 103), hip("left", 290, 100)))
+    (_, e1, s1), (_, e2, s2) = reference_errors(res, refs, 400, 200)
+    assert e1 == pytest.approx(100 * 5 / 400) and s1
+    assert e2 == pytest.approx(100 * 10 / 400) and not s2      # found, but named the other side
+    assert reference_errors(LocateResult(0.9, ()), refs, 400, 200)[0][1] is None

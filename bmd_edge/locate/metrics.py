@@ -8,9 +8,11 @@ The hip-film threshold is *chosen* here on one set (the lowest score that still 
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -92,3 +94,43 @@ def evaluate(locate: Callable[[np.ndarray], LocateResult], samples: Sequence[Sam
         other_films_refused=(float(np.mean(np.asarray(other_scores) < thr)) if other_scores
                              else float("nan")),
     )
+
+
+@dataclass(frozen=True)
+class ReferenceHead:
+    """One hand-marked head on a real film (tests/data/realworld_heads.csv), in fractions."""
+
+    file: str                    # relative to realworld/
+    side_in_image: str
+    x_frac: float
+    y_frac: float
+    r_frac: float                # of the image width
+    age_group: str
+    quality: str                 # clear | faint | estimated | uncertain
+
+
+def load_reference_heads(path: str | Path) -> dict[str, list[ReferenceHead]]:
+    """file → its marked heads."""
+    out: dict[str, list[ReferenceHead]] = {}
+    with Path(path).open() as f:
+        for r in csv.DictReader(f):
+            out.setdefault(r["file"], []).append(ReferenceHead(
+                r["file"], r["side_in_image"], float(r["head_x_frac"]), float(r["head_y_frac"]),
+                float(r["head_r_frac"]), r["age_group"], r["mark_quality"]))
+    return out
+
+
+def reference_errors(res: LocateResult, refs: Sequence[ReferenceHead], width: int, height: int
+                     ) -> list[tuple[ReferenceHead, float | None, bool]]:
+    """Per marked head: distance to the nearest found hip in % of the image width (None when
+    nothing was found) and whether that hip has the marked side in the image."""
+    out: list[tuple[ReferenceHead, float | None, bool]] = []
+    for ref in refs:
+        xy = (ref.x_frac * width, ref.y_frac * height)
+        if not res.hips:
+            out.append((ref, None, False))
+            continue
+        d = [math.dist(h.head_xy, xy) for h in res.hips]
+        j = int(np.argmin(d))
+        out.append((ref, 100.0 * d[j] / width, res.hips[j].side_in_image == ref.side_in_image))
+    return out
