@@ -25,7 +25,8 @@ from bmd_edge.model.encoders import BMDModel
 
 CHECKPOINT_FORMAT = "bmd-edge-checkpoint/1"
 # Keys the caller may put in `meta`; anything else is refused so typos do not vanish silently.
-META_KEYS: tuple[str, ...] = ("train_config", "preprocess", "schema", "metrics", "package_version")
+META_KEYS: tuple[str, ...] = ("train_config", "preprocess", "schema", "metrics", "package_version",
+                               "crop")
 
 
 def save_checkpoint(path: str | Path, model: BMDModel, cfg: ModelConfig, meta: dict[str, Any]) -> Path:
@@ -56,6 +57,8 @@ def save_checkpoint(path: str | Path, model: BMDModel, cfg: ModelConfig, meta: d
         "package_version": meta.get("package_version", __version__),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+    if meta.get("crop") is not None:  # a canonical-crop model (locate.crop.CropSpec as a dict)
+        payload["crop"] = meta["crop"]
     return atomic_torch_save(payload, path)
 
 

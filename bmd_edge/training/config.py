@@ -117,6 +117,14 @@ PRESETS: dict[str, TrainConfig] = {
         preset="cpu-fast", arch="resnet18", image_size=128, d_model=128, n_heads=4, n_layers=3,
         batch_size=32, lr=3e-4, epochs=12, warmup_epochs=1.0, patience=5,
     ),
+    # The canonical-crop BMD model (issue #15/#16) on a shared CPU: ResNet10t on 128 px crops,
+    # d=64; more epochs than cpu-fast because each is cheap; stronger field dropout so the model
+    # copes with absent fields. Data and jitter come from training/crop_data.py.
+    "crop-cpu": TrainConfig(
+        preset="crop-cpu", arch="resnet10t", image_size=128, d_model=64, n_heads=4, n_layers=3,
+        batch_size=32, lr=1e-3, epochs=30, warmup_epochs=1.0, patience=8, workers=0,
+        field_dropout=0.25, field_dropout_all=0.15,
+    ),
     # Tests and smoke runs only: a tiny encoder on 64 px images, seconds per epoch.
     "tiny": TrainConfig(
         preset="tiny", arch="resnet10t", width=8, image_size=64, d_model=32, n_heads=2, n_layers=1,

@@ -213,6 +213,8 @@ def fit(
     quiet: bool = True,
     log: Any = None,
     resume: str | Path | None = None,
+    datasets: tuple[Any, Any] | None = None,
+    crop: Any = None,
 ) -> TrainResult:
     """Train one model; write OUT/best.pt, OUT/last.pt and OUT/history.csv; return the best model.
 
@@ -220,6 +222,9 @@ def fit(
     DistributedDataParallel, each rank trains on its shard with batch cfg.batch_size / world
     size, validation predictions are gathered, and rank 0 alone writes files and logs.
     `resume` continues from a last.pt (model, optimizer, scheduler, epoch, RNG, early-stop state).
+    `datasets` (train, validation) replaces the manifest datasets (e.g. `CropDataset`s: anything
+    with `labels`, `cases` and BmdDataset's items); `crop` (a `locate.crop.CropSpec`) is then
+    stored in the checkpoint so export writes it into the bundle's input section.
     """
     from bmd_edge import __version__
     from bmd_edge.model import build_model
@@ -249,9 +254,13 @@ def fit(
     common: dict[str, Any] = {"seed": cfg.seed, "cache": cfg.cache_images,
                               "threads": max(1, cfg.workers), "cache_limit_mb": cfg.cache_limit_mb,
                               "disk_cache": disk}
-    train_ds = BmdDataset(train_cases, spec, augment=cfg.augment, field_dropout=cfg.field_dropout,
-                          field_dropout_all=cfg.field_dropout_all, **common)
-    val_ds = BmdDataset(val_cases, spec, **common)
+    if datasets is not None:
+        train_ds, val_ds = datasets
+    else:
+        train_ds = BmdDataset(train_cases, spec, augment=cfg.augment,
+                              field_dropout=cfg.field_dropout,
+                              field_dropout_all=cfg.field_dropout_all, **common)
+        val_ds = BmdDataset(val_cases, spec, **common)
     train_loader, sampler = make_loader(train_ds, cfg, shuffle=True, ctx=ctx)
     val_loader, _ = make_loader(val_ds, cfg, shuffle=False, ctx=ctx)
 
@@ -355,6 +364,7 @@ def fit(
                     save_checkpoint(ckpt_path, model, mcfg, {
                         "train_config": cfg.to_dict(), "preprocess": spec.to_dict(),
                         "schema": schema_to_dict(), "package_version": __version__,
+                        **({"crop": crop.to_dict()} if crop is not None else {}),
                         "metrics": {"epoch": epoch, "n_train": len(train_ds), "n_val": len(val_ds),
                                     "world_size": ctx.world_size,
                                     **{f"val_{k}": v for k, v in metrics.items()}},
