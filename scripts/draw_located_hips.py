@@ -39,9 +39,9 @@ NECK_COLOUR = (0, 200, 0)
 
 def draw(pixels: np.ndarray, res: LocateResult, marks: list[HeadMark], hip_threshold: float,
          title: str) -> np.ndarray:
-    """One annotated BGR picture of a film (scaled so its long side is at most 1000 px)."""
+    """One annotated BGR picture of a film, scaled so its long side is 1000 px."""
     h, w = pixels.shape
-    s = min(1.0, 1000 / max(h, w))
+    s = 1000 / max(h, w)  # small films are enlarged so the labels stay legible
     grey = cv2.resize((np.clip(pixels, 0, 1) * 255).astype(np.uint8), (round(w * s), round(h * s)),
                       interpolation=cv2.INTER_AREA)
     vis = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
