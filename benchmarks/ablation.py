@@ -1,257 +1,404 @@
-"""The paper's ablation on a synthetic cohort: fusion × loss, plus metadata baselines.
+"""The paper's ablation asked in the paper's regime: does fusing image and clinical fields beat both?
 
-Rows: xattn/WSL1, xattn/SmoothL1, concat/WSL1, image-only, meta-only (deep, same folds, same
-small config), OST / OLS (non-deep), and xattn/WSL1 with its image encoder started from the same
-fold's image-only model (the paper starts from ImageNet) plus its control, image-only continued
-from that model for the same epochs. Runs resume from their last.pt when re-invoked. Columns: mean ± SD over k folds of MSE, MAE, R², r,
-AUC, recall and F1 at 0.899 g/cm². Also: xattn vs concat relative change next to the paper's,
-the gap to the generator's oracle ceiling (true BMD vs the noisy DXA-like label), paired fold-by-
-fold comparisons for the acceptance claims, and the headroom a linear late fusion shows.
-Partial results are rewritten after every fold, so a long run can be read while it goes.
+Protocol (full text and every deviation from the paper in `results/ablation.md`):
+- cohorts drawn like the paper's (ages 71.6–80.6, 48.9 % women, the ten fields), v2 world, new
+  seeds: n = 233 (stratified 10-fold CV × seeds 0, 1, 2) and n = 2,000 (5-fold CV, seed 0);
+- image encoder pretrained on hip LANDMARKS of a separate 2,000-hip cohort (ImageNet stand-in),
+  then FROZEN: features cached once per image, only fusion + heads trained per fold;
+- rows xattn/WSL1, concat/WSL1, image-only, metadata-only (same frozen features, WSL1 loss),
+  OLS and OST on the same folds; MSE, MAE, R², AUC and recall at 0.899 g/cm² per fold;
+- paired differences xattn − each row with the Nadeau–Bengio corrected resampled t-test and the
+  spread over seeds. Every finished unit is appended to results/ablation/units_<cohort>.jsonl,
+  and the report is rewritten after every fold, so a partial run is readable and resumable.
 
-Usage: nice -n 10 python benchmarks/ablation.py [--n 2000] [--folds 5] [--epochs 6]
+Prepare first (cohorts + encoder): nice -n 10 python benchmarks/ablation_prepare.py
+Usage: nice -n 10 python benchmarks/ablation.py [--cohort n233 n2000] [--report-only]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import ablation_config
-
-from bmd_edge.manifest import read_manifest
-from bmd_edge.training import plots
-from bmd_edge.training.cv import CVResult, run_cv
-from bmd_edge.training.evaluate import oracle_ceiling, read_oracle
-from bmd_edge.training.metrics import all_metrics, relative_change
+from ablation_prepare import PRETRAIN_COHORT, SEED_233, SEED_2000, cohort_dirs
 
 RESULTS = Path(__file__).resolve().parent / "results"
+UNITS = RESULTS / "ablation"
+PLAN = {"n233": {"k": 10, "seeds": (0, 1, 2)}, "n2000": {"k": 5, "seeds": (0,)}}
+METRICS = (("mse", "MSE", 5, False), ("mae", "MAE", 4, False), ("r2", "R²", 3, True),
+           ("auc", "AUC", 3, True), ("recall", "recall", 3, True))
 PAPER = {"mse": -16.7, "mae": -6.03, "r2": +16.4}  # xattn vs concat, the paper's abstract
-COLUMNS = (("mse", "MSE"), ("mae", "MAE"), ("r2", "R²"), ("pearson_r", "r"), ("auc", "AUC"),
-           ("recall", "recall"), ("f1", "F1"))
 
 
-def configs(base):
-    """The deep rows of the ablation, as TrainConfigs differing in one field each."""
-    r = dataclasses.replace
-    return {
-        "xattn/WSL1": r(base, fusion="xattn", loss="wsl1"),
-        "xattn/SmoothL1": r(base, fusion="xattn", loss="smoothl1"),
-        "concat/WSL1": r(base, fusion="concat", loss="wsl1"),
-        "image-only": r(base, fusion="image", loss="wsl1"),
-        "meta-only": r(base, fusion="meta", loss="wsl1"),
-        # not a paper row: the paper's image encoder starts from ImageNet; here it starts from the
-        # same fold's image-only model (see INIT_FROM), the closest we have without ImageNet
-        "xattn/WSL1, image-init": r(base, fusion="xattn", loss="wsl1"),
-        # its control: the same extra epochs from the same start without the metadata, so a gain
-        # of the row above over image-only is not just twice the image training
-        "image-only, image-init": r(base, fusion="image", loss="wsl1"),
-        # the paper's fusion comparison again, now with a trained image encoder on both sides
-        "concat/WSL1, image-init": r(base, fusion="concat", loss="wsl1"),
-    }
+def _units(name: str) -> list[dict]:
+    from bmd_edge.training.probe_cv import read_results
+
+    return read_results(UNITS / f"units_{name}.jsonl")
 
 
-INIT_FROM = {"xattn/WSL1, image-init": "image-only", "image-only, image-init": "image-only",
-             "concat/WSL1, image-init": "image-only"}
+def progress_line(units: Sequence[dict], k: int, seeds: Sequence[int]) -> str:
+    from bmd_edge.training.probe_cv import ROWS
+
+    done = {r: sum(1 for u in units if u["row"] == r) for r in ROWS}
+    full = [s for s in seeds if all(sum(1 for u in units if u["row"] == r and u["seed"] == s) == k
+                                    for r in ROWS)]
+    return (f"**{min(done.values())}/{k * len(seeds)} folds done for every row** "
+            f"(planned {len(seeds)} seed(s) × {k} folds; complete seeds: "
+            f"{', '.join(map(str, full)) or 'none yet'}; units per row: "
+            + ", ".join(f"{r} {n}" for r, n in done.items()) + ")")
 
 
-def _ms(mean: float, sd: float, digits: int) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{mean:.{digits}f}"
+def summary_table(units: Sequence[dict]) -> list[str]:
+    """Mean ± SD over all folds (of all seeds) per row, plus pooled out-of-fold R² per seed."""
+    from bmd_edge.training.metrics import all_metrics
+    from bmd_edge.training.probe_cv import ROWS
 
-
-def write_markdown(res: CVResult, cases, oracle, args, base, started: float, k: int) -> str:
-    done = res.completed_folds()
-    summary = res.summary()
-    lines = [
-        "# Ablation on the synthetic cohort (paper: XAttn-BMD)",
-        "",
-        f"{len(cases)} synthetic cases (`bmd-edge synth --n {args.n} --size {args.size} --seed "
-        f"{args.seed}`), stratified {k}-fold CV (BMD quartile × sex), **{done}/{k} folds done** "
-        f"({(time.time() - started) / 60:.1f} min). Inside each training fold 15 % is held out for "
-        "early stopping; the test fold is never used to pick weights.",
-        "",
-        f"Deep config (all deep rows): {base.arch} at {base.image_size} px, d_model {base.d_model}, "
-        f"{base.n_layers} layers × {base.n_heads} heads, batch {base.batch_size}, AdamW lr {base.lr}, "
-        f"≤ {base.epochs} epochs (patience {base.patience}, early stopping on validation "
-        f"{base.stop_metric}), field dropout {base.field_dropout}, "
-        "augmentation on, 1 CPU thread. Chosen to fit a shared 2-core CPU, far smaller than the paper's.",
-        "",
-        "| model | " + " | ".join(c for _, c in COLUMNS) + " |",
-        "|---|" + "---|" * len(COLUMNS),
-    ]
-    for name, s in summary.items():
-        if not res.per_fold[name]:
+    lines = ["| row | folds | " + " | ".join(m[1] for m in METRICS) + " | pooled OOF R² (per seed) |",
+             "|---|---|" + "---|" * len(METRICS) + "---|"]
+    for row in ROWS:
+        us = [u for u in units if u["row"] == row]
+        if not us:
             continue
-        cells = [_ms(*s[key], 4 if key in ("mse",) else 3) for key, _ in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "MSE/MAE in g/cm² (MSE in (g/cm²)²); AUC/recall/F1 for low BMD (< 0.899 g/cm²) "
-              "as the positive class; mean ± SD over folds.", ""]
-    if "xattn/WSL1" in summary and "concat/WSL1" in summary and done:
-        lines += ["## Cross-attention vs concatenation (relative change, mean over folds)", "",
-                  "| metric | this run | paper |", "|---|---|---|"]
-        for key, label in (("mse", "MSE"), ("mae", "MAE"), ("r2", "R²")):
-            ours = relative_change(summary["xattn/WSL1"][key][0], summary["concat/WSL1"][key][0])
-            lines.append(f"| {label} | {ours:+.1f} % | {PAPER[key]:+.1f} % |")
-        lines.append("")
-    mask = res.fold_of >= 0
-    ceiling = oracle_ceiling([c for c, m in zip(cases, mask) if m], oracle, res.truth[mask])
-    if ceiling and done:
-        lines += ["## Gap to the oracle ceiling", "",
-                  "The ceiling predicts the generator's *true* BMD; its error is the DXA-like label "
-                  "noise no model can remove. Pooled out-of-fold metrics over the folds done so far:",
-                  "", "| model | MSE | MAE | R² | AUC | MSE gap to ceiling |", "|---|---|---|---|---|---|",
-                  f"| oracle (true BMD) | {ceiling['mse']:.5f} | {ceiling['mae']:.4f} | "
-                  f"{ceiling['r2']:.3f} | {ceiling['auc']:.3f} | — |"]
-        for name, pred in res.oof.items():
-            if not np.isfinite(pred[mask]).all():
-                continue
-            m = all_metrics(res.truth[mask], pred[mask])
-            lines.append(f"| {name} | {m['mse']:.5f} | {m['mae']:.4f} | {m['r2']:.3f} | "
-                         f"{m['auc']:.3f} | {m['mse'] - ceiling['mse']:+.5f} |")
-        lines.append("")
-    lines += paired_checks(res) + fusion_headroom(res)
-    lines += ["Figures: `ablation_scatter.png`, `ablation_roc.png`, `ablation_mae.png`, "
-              "`ablation_r2.png`, `ablation_attention.png`. Raw numbers: `ablation.json`.", ""]
-    return "\n".join(lines)
+        cells = []
+        for key, _, digits, _ in METRICS:
+            v = np.array([u["metrics"][key] for u in us], dtype=float)
+            v = v[np.isfinite(v)]
+            cells.append(f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if v.size > 1
+                         else (f"{v.mean():.{digits}f}" if v.size else "n/a"))
+        pooled = []
+        for seed in sorted({u["seed"] for u in us}):
+            su = [u for u in us if u["seed"] == seed]
+            idx = np.concatenate([u["test_idx"] for u in su])
+            pred = np.concatenate([u["pred"] for u in su])
+            truth = truth_of(su[0]["_cohort"])[idx]
+            pooled.append(f"{all_metrics(truth, pred)['r2']:.3f}")
+        lines.append(f"| {row} | {len(us)} | " + " | ".join(cells) + f" | {', '.join(pooled)} |")
+    return lines
 
 
-FUSED = ("xattn/WSL1", "xattn/SmoothL1", "concat/WSL1", "xattn/WSL1, image-init",
-         "concat/WSL1, image-init")
+_TRUTH: dict[str, np.ndarray] = {}
 
 
-def paired_checks(res: CVResult) -> list[str]:
-    """The acceptance comparisons, fold by fold on the same test cases (paired, so the fold SD
-    of the *difference* is what tells a real gap from fold-to-fold noise)."""
-    lines = ["## Fused vs single-modality, and WSL1 vs Smooth L1 (paired over folds)", "",
-             "| comparison | metric | mean difference ± SD over folds | folds won |", "|---|---|---|---|"]
+def truth_of(name: str) -> np.ndarray:
+    return _TRUTH[name]
 
-    def row(a: str, b: str, key: str, higher_is_better: bool) -> None:
-        fa, fb = res.per_fold.get(a, []), res.per_fold.get(b, [])
-        n = min(len(fa), len(fb))
-        if not n:
-            return
-        d = np.array([fa[i][key] - fb[i][key] for i in range(n)])
-        won = int(np.sum(d > 0 if higher_is_better else d < 0))
-        sd = f" ± {d.std(ddof=1):.4f}" if n > 1 else ""
-        lines.append(f"| {a} vs {b} | {key} | {d.mean():+.4f}{sd} | {won}/{n} |")
 
-    # rows from scratch against the single-modality rows from scratch; image-init rows against
-    # their equal-budget control
-    pairs = [(a, b) for a in ("xattn/WSL1", "xattn/SmoothL1", "concat/WSL1")
-             for b in ("image-only", "meta-only")]
-    pairs += [("xattn/WSL1, image-init", "image-only, image-init"), ("xattn/WSL1, image-init", "meta-only"),
-              ("concat/WSL1, image-init", "image-only, image-init"),
-              ("xattn/WSL1, image-init", "concat/WSL1, image-init")]
+def paired_rows(units: Sequence[dict], pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[dict]]:
+    """Markdown rows and raw records of the paired differences (a − b) per metric."""
+    from bmd_edge.training.paired_stats import corrected_resampled_ttest, seed_spread
+    from bmd_edge.training.probe_cv import paired_differences
+
+    lines = ["| a − b | metric | mean diff | 95 % CI (Nadeau–Bengio) | p | naive CI (uncorrected) "
+             "| per-seed means (SD over seeds) | folds a better |",
+             "|---|---|---|---|---|---|---|---|"]
+    records = []
     for a, b in pairs:
-        row(a, b, "r2", True)
-        row(a, b, "mse", False)
-    row("xattn/WSL1", "xattn/SmoothL1", "recall", True)
-    row("xattn/WSL1", "xattn/SmoothL1", "r2", True)
-    return lines + [""]
+        for key, label, digits, higher in METRICS:
+            d = paired_differences(units, a, b, key)
+            flat = [x for v in d.values() for _, x, _, _ in v]
+            if len(flat) < 2:
+                continue
+            n_tr = float(np.mean([t for v in d.values() for _, _, t, _ in v]))
+            n_te = float(np.mean([t for v in d.values() for _, _, _, t in v]))
+            r = corrected_resampled_ttest(flat, n_tr, n_te)
+            s = seed_spread({k: [x for _, x, _, _ in v] for k, v in d.items()})
+            from scipy.stats import t as student_t
+
+            half = float(student_t.ppf(0.975, r.df)) * r.naive_se
+            won = sum(1 for x in flat if (x > 0 if higher else x < 0))
+            dg = digits + 1
+            seeds = ", ".join(f"{m:+.{dg}f}" for m in s.per_seed.values())
+            sd = f" ({s.sd:.{dg}f})" if math.isfinite(s.sd) else ""
+            lines.append(f"| {a} − {b} | {label} | {r.mean:+.{dg}f} | [{r.ci_low:+.{dg}f}, "
+                         f"{r.ci_high:+.{dg}f}] | {r.p:.3f} | [{r.mean - half:+.{dg}f}, "
+                         f"{r.mean + half:+.{dg}f}] | {seeds}{sd} | {won}/{len(flat)} |")
+            records.append({"a": a, "b": b, "metric": key, "higher_is_better": higher,
+                            "mean": r.mean, "ci": [r.ci_low, r.ci_high], "p": r.p,
+                            "n_folds": r.n_folds, "per_seed": s.per_seed, "seed_sd": s.sd})
+    return lines, records
 
 
-def fusion_headroom(res: CVResult) -> list[str]:
-    """Does the metadata carry information the image model did not use? A linear late fusion of
-    the image-only and OLS out-of-fold predictions, itself cross-validated on the same folds.
-    If it beats image-only, fusion has headroom the deep fused rows should be able to reach."""
-    from sklearn.linear_model import LinearRegression
+def relative_change_rows(units: Sequence[dict]) -> list[str]:
+    from bmd_edge.training.metrics import relative_change
 
-    mask = res.fold_of >= 0
-    if "image-only" not in res.oof or "OLS" not in res.oof or len(set(res.fold_of[mask])) < 2:
-        return []
-    x = np.column_stack([res.oof["image-only"], res.oof["OLS"]])
-    ok = mask & np.isfinite(x).all(axis=1)
-    stacked = np.full(len(res.truth), np.nan)
-    for f in sorted(set(res.fold_of[ok])):
-        tr, te = ok & (res.fold_of != f), ok & (res.fold_of == f)
-        stacked[te] = LinearRegression().fit(x[tr], res.truth[tr]).predict(x[te])
-    resid = res.truth[ok] - res.oof["image-only"][ok]
-    r_meta = float(np.corrcoef(resid, res.oof["OLS"][ok])[0, 1])
-    lines = ["## Headroom for fusion", "",
-             "A linear late fusion of two out-of-fold predictions (image-only and OLS on the clinical "
-             "fields), fitted on the other folds' cases and applied to each fold: if it beats "
-             "image-only, the metadata carries information the image model did not extract. "
-             f"Correlation of the image-only residual with the OLS prediction: {r_meta:+.3f}.", "",
-             "| model (pooled out of fold) | MSE | MAE | R² | AUC |", "|---|---|---|---|---|"]
-    for name, pred in (("image-only", res.oof["image-only"]), ("OLS", res.oof["OLS"]),
-                       ("late fusion: a·image-only + b·OLS + c", stacked),
-                       *((n, res.oof[n]) for n in FUSED + ("image-only, image-init",) if n in res.oof)):
-        if not np.isfinite(pred[ok]).all():
-            continue
-        m = all_metrics(res.truth[ok], pred[ok])
-        lines.append(f"| {name} | {m['mse']:.5f} | {m['mae']:.4f} | {m['r2']:.3f} | {m['auc']:.3f} |")
-    return lines + [""]
+    out = ["| metric | xattn vs concat, this run | paper |", "|---|---|---|"]
+    for key, label in (("mse", "MSE"), ("mae", "MAE"), ("r2", "R²")):
+        a = np.mean([u["metrics"][key] for u in units if u["row"] == "xattn/WSL1"])
+        b = np.mean([u["metrics"][key] for u in units if u["row"] == "concat/WSL1"])
+        out.append(f"| {label} | {relative_change(a, b):+.1f} % | {PAPER[key]:+.1f} % |")
+    return out
+
+
+def verdict(records: Sequence[dict], cohort: str) -> str:
+    """Plain-language reading of the claim 'fused beats both single-modality models'."""
+    def find(a: str, b: str, m: str) -> dict | None:
+        return next((r for r in records if r["a"] == a and r["b"] == b and r["metric"] == m), None)
+
+    parts = []
+    for fused in ("xattn/WSL1", "concat/WSL1"):
+        says = []
+        for single in ("image-only", "metadata-only"):
+            r2, mae = find(fused, single, "r2"), find(fused, single, "mae")
+            if r2 is None or mae is None:
+                continue
+            lo, hi = r2["ci"]
+            if lo > 0 and mae["ci"][1] < 0:
+                word = "beats"
+            elif hi < 0 and mae["ci"][0] > 0:
+                word = "is worse than"
+            else:
+                word = "is not distinguishable from"
+            says.append(f"{word} {single} (ΔR² {r2['mean']:+.3f}, 95 % CI [{lo:+.3f}, {hi:+.3f}]; "
+                        f"ΔMAE {mae['mean']:+.4f} [{mae['ci'][0]:+.4f}, {mae['ci'][1]:+.4f}] g/cm²)")
+        if says:
+            parts.append(f"{fused} " + " and ".join(says))
+    xc = find("xattn/WSL1", "concat/WSL1", "r2")
+    if xc:
+        lo, hi = xc["ci"]
+        cmp = ("better than" if lo > 0 else "worse than" if hi < 0 else "not distinguishable from")
+        parts.append(f"cross-attention is {cmp} concatenation (ΔR² {xc['mean']:+.3f}, "
+                     f"[{lo:+.3f}, {hi:+.3f}])")
+    if not parts:
+        return f"{cohort}: not enough folds yet."
+    return f"**{cohort}:** " + "; ".join(parts) + "."
+
+
+def plots(units_by: dict[str, list[dict]], records_by: dict[str, list[dict]]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bmd_edge.training.probe_cv import ROWS
+
+    names = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (key, label) in zip(axes, (("r2", "R²"), ("mae", "MAE (g/cm²)"))):
+        data, ticks = [], []
+        for cohort, units in units_by.items():
+            for row in ROWS:
+                v = [u["metrics"][key] for u in units if u["row"] == row]
+                if v:
+                    data.append(v)
+                    ticks.append(f"{row}\n{cohort}")
+        if data:
+            ax.boxplot(data, showmeans=True)
+            ax.set_xticks(range(1, len(ticks) + 1), ticks, rotation=70, fontsize=7)
+        ax.set_ylabel(label)
+        ax.set_title(f"per-fold {label} (all folds of all seeds)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "ablation_folds.png", dpi=110)
+    plt.close(fig)
+    names.append("ablation_folds.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (key, label) in zip(axes, (("r2", "ΔR² (a − b)"), ("mae", "ΔMAE (a − b), g/cm²"))):
+        y, labels = 0, []
+        for cohort, recs in records_by.items():
+            for r in (r for r in recs if r["metric"] == key):
+                color = "tab:blue" if cohort == "n233" else "tab:orange"
+                ax.errorbar(r["mean"], y, xerr=[[r["mean"] - r["ci"][0]], [r["ci"][1] - r["mean"]]],
+                            fmt="o", color=color, capsize=3)
+                labels.append(f"{r['a']} − {r['b']} ({cohort})")
+                y += 1
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(label + "  [95 % CI, Nadeau–Bengio]")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "ablation_paired.png", dpi=110)
+    plt.close(fig)
+    names.append("ablation_paired.png")
+    return names
+
+
+PAIRS = [("xattn/WSL1", b) for b in ("concat/WSL1", "image-only", "metadata-only", "OLS", "OST")]
+PAIRS += [("concat/WSL1", "image-only"), ("concat/WSL1", "metadata-only"),
+          ("image-only", "metadata-only")]
+
+
+def write_report(work: Path, started: float) -> None:
+    from bmd_edge.benchmark.machine import detect_machine
+
+    units_by = {}
+    for name in PLAN:
+        us = _units(name)
+        for u in us:
+            u["_cohort"] = name
+        if us:
+            units_by[name] = us
+    pre = json.loads((work / "pretrain" / "summary.json").read_text()) \
+        if (work / "pretrain" / "summary.json").is_file() else {}
+    overlap = json.loads((work / "overlap.json").read_text()) if (work / "overlap.json").is_file() else {}
+    probe = next((u["config"] for us in units_by.values() for u in us), {})
+    lines = [
+        "# The paper's ablation in the paper's regime (synthetic v2 world)",
+        "",
+        "Question (PAPER.md): does the fused model (cross-attention, or concatenation) beat **both** "
+        "single-modality models, and does cross-attention beat concatenation? Rows, folds and "
+        "metrics as the paper; the encoder protocol differs (see *Deviations*). Produced by "
+        "`benchmarks/ablation_prepare.py` + `benchmarks/ablation.py`; every finished (seed, fold, "
+        "row) is a line in `ablation/units_<cohort>.jsonl` (metrics, test indices, predictions).",
+        "",
+        "## Protocol and preset",
+        "",
+        f"- **Cohorts** (`bmd_edge.synth.paper_cohort`): people drawn by the v2 world, the first "
+        f"whose age at X-ray is 71.6–80.6 y kept until 48.9 % are women; rendered 256 px hip views. "
+        f"n = 233 (seed {SEED_233}; 114 women) and n = 2,000 (seed {SEED_2000}; 978 women).",
+        f"- **Image encoder, pretrained on a task other than BMD**: "
+        f"{pre.get('arch', 'resnet18')} (width {pre.get('width', 32)}, 1-channel stem) at "
+        f"{pre.get('image_size', 128)} px, trained to regress the hip landmarks of `landmarks.csv` "
+        f"(femoral-head centre and radius, neck–shaft point, DXA neck-box centre, length, width, "
+        f"angle) on a separate cohort of 2,000 hips (`bmd-edge synth --n 2000 --seed 0`, "
+        f"`{PRETRAIN_COHORT}`), {pre.get('epochs', '?')} epochs "
+        f"({pre.get('minutes', float('nan')):.0f} min wall in the background), 10 % held out. "
+        f"Held-out median error at the end: head centre {pre.get('val_head_centre_px', float('nan')):.1f} px, "
+        f"head radius {pre.get('val_head_radius_px', float('nan')):.1f} px, neck point "
+        f"{pre.get('val_neck_px', float('nan')):.1f} px (of 256). This is our stand-in for the "
+        f"paper's ImageNet start: ImageNet weights cannot be downloaded on this machine. "
+        f"BMD labels of the pretraining cohort are never read.",
+        "- **No overlap**: " + ("; ".join(f"{k}: {v['shared_people']} shared people, "
+                                          f"{v['identical_images']} identical images"
+                                          for k, v in overlap.get("pairs", {}).items())
+                                or "check pending (written when the n = 2,000 cohort is rendered)")
+        + " (people compared by their ten fields + label; `patient_id` strings repeat across "
+          "seeds by construction).",
+        "- **Frozen encoder, linear-probe-style**: the encoder's S/32 × S/32 feature map "
+        "(256 channels, 4 × 4) is computed once per image and cached; per fold only the 1×1 token "
+        "projection, position embedding, metadata encoder, fusion and head are trained "
+        f"(d_model {probe.get('d_model', 64)}, {probe.get('n_layers', 3)} layers × "
+        f"{probe.get('n_heads', 4)} heads as the paper, dropout {probe.get('dropout', 0.1)}, "
+        f"AdamW lr {probe.get('lr', 1e-3)}, wd {probe.get('weight_decay', 1e-2)}, batch "
+        f"{probe.get('batch_size', 32)}, ≤ {probe.get('epochs', 150)} epochs, early stopping "
+        f"(patience {probe.get('patience', 20)}) on the WSL1 loss of a stratified "
+        f"{probe.get('val_fraction', 0.15):.0%} inner split of the training fold; the test fold "
+        "never picks weights). All four deep rows use Weighted Smooth L1 and the same features, "
+        "so they differ only in fusion. OLS (ten fields + missing indicators) and OST "
+        "((weight − age)/5, linearly calibrated) are fitted on the same training folds.",
+        "- **Folds**: scikit-learn StratifiedKFold on BMD quartile × sex; n = 233: 10 folds × "
+        "seeds 0, 1, 2; n = 2,000: 5 folds × seed 0. Metrics per test fold with scikit-learn: "
+        "MSE, MAE, R², ROC-AUC and recall for low BMD (< 0.899 g/cm², positive class).",
+        "- **Paired differences** a − b on the same test folds: mean, 95 % CI and p of the "
+        "Nadeau–Bengio corrected resampled t-test (variance × (1/J + n_test/n_train), df = J − 1, "
+        "J = seeds × folds), the uncorrected CI for comparison, the mean difference of each seed "
+        "and their SD (spread over CV repetitions), and how many folds a wins.",
+        "- **CPU budget / preset**: 2 shared cores with two other engineers training "
+        "(≈ 1/3 of the machine); pretraining ≈ 30 min in the background, then each fold's "
+        "models train in seconds on cached features. " + detect_machine().line(),
+        "",
+        "## Deviations from the paper (all deliberate, all forced by the CPU budget or the data)",
+        "",
+        "1. Encoder pretrained on synthetic hip landmarks, not ImageNet (not downloadable here).",
+        "2. Encoder **frozen** (features cached) instead of fine-tuned: the paper fine-tunes the "
+        "ResNet34 per fold; 3 × 10 folds × 4 deep rows of CNN fine-tuning do not fit ≈ 0.7 CPU "
+        "core. A frozen encoder limits what the image rows can learn about BMD (the encoder never "
+        "saw a density label), so absolute accuracy is below a fine-tuned model's; the fusion "
+        "question is still asked on equal terms. No image augmentation (features are fixed).",
+        "3. Smaller images and encoder: ResNet18 at width 32 and 128 px, not ResNet34 at 224 px; "
+        "fusion d_model 64. The `paper` preset (ResNet34, 224 px) is GPU-only and the GPU is not "
+        "lent to this task: those rows were not attempted.",
+        "4. Inner 15 % split for early stopping: the paper reports 90 % train / 10 % validation "
+        "folds; we never let the test fold choose the epoch.",
+        "5. Synthetic data (v2 world): the clinical fields' contribution beyond the image is sized "
+        "from the literature (`bmd_edge/synth/WORLD.md`: an image oracle explains R² ≈ 0.88, the "
+        "fields R² ≈ 0.35, late-fusion headroom ≈ +0.016 R²), not from Hertfordshire data.",
+        "",
+    ]
+    records_by = {}
+    for name, us in units_by.items():
+        _, records = paired_rows(us, PAIRS)
+        records_by[name] = records
+    lines += ["## Verdict on the paper's claim on this data", ""]
+    lines += [verdict(records_by.get(n, []), f"n = {n[1:]}") for n in PLAN if n in records_by]
+    lines += ["", VERDICT_TEXT, ""]
+    for name, us in units_by.items():
+        plan = PLAN[name]
+        table, _ = paired_rows(us, PAIRS)
+        lines += [f"## n = {name[1:]}: {plan['k']}-fold CV × seeds {', '.join(map(str, plan['seeds']))}",
+                  "", progress_line(us, plan["k"], plan["seeds"]), "",
+                  "### Rows (mean ± SD over folds)", "", *summary_table(us), "",
+                  "MSE in (g/cm²)², MAE in g/cm²; AUC and recall for FN BMD < 0.899 g/cm². The last "
+                  "column pools each seed's out-of-fold predictions.", "",
+                  "### Paired differences (xattn and the fused rows against each other row)", "",
+                  *table, "",
+                  "Negative ΔMSE/ΔMAE and positive ΔR²/ΔAUC/Δrecall favour a. The naive CI ignores "
+                  "that training folds overlap and is shown only to see what the correction does.", "",
+                  "### Cross-attention vs concatenation, relative change (mean over folds)", "",
+                  *relative_change_rows(us), ""]
+    if units_by:
+        figs = plots(units_by, records_by)
+        lines += ["## Figures", "", *(f"![{f}]({f})" for f in figs), ""]
+    lines += [f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+              f"this process ran {(time.time() - started) / 60:.1f} min."]
+    (RESULTS / "ablation.md").write_text("\n".join(lines) + "\n")
+
+
+VERDICT_TEXT = (
+    "Reading: see the section above (filled in from the confidence intervals each time the report "
+    "is rewritten; a comparison is called a win only when the Nadeau–Bengio 95 % CIs of both ΔR² "
+    "and ΔMAE exclude zero in the same direction).")
 
 
 def main() -> None:
+    global RESULTS, UNITS
+    from bmd_edge.manifest import read_manifest
+    from bmd_edge.training.data import case_label
+    from bmd_edge.training.probe_cv import cached_features, run_probe_cv
+
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--size", type=int, default=192, help="synthetic image px")
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--patience", type=int, default=None, help="early-stopping patience (epochs)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=Path("runs/ablation"))
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--stop-metric", choices=("mae", "loss"), default="mae",
-                    help="early-stopping metric; 'loss' stops each run on its own (weighted) loss")
+    ap.add_argument("--work", type=Path, default=Path("local/ablation"))
+    ap.add_argument("--cohort", nargs="+", choices=list(PLAN), default=list(PLAN))
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--out", type=Path, default=None, help="where the report and units go")
+    ap.add_argument("--max-units", type=int, default=None, help="stop after this many (smoke runs)")
     args = ap.parse_args()
-
-    base = dataclasses.replace(ablation_config(), stop_metric=args.stop_metric)
-    if args.epochs:
-        base = dataclasses.replace(base, epochs=args.epochs)
-    if args.patience:
-        base = dataclasses.replace(base, patience=args.patience)
-    cohort = args.work / f"cohort_n{args.n}_s{args.size}_seed{args.seed}"
-    manifest = cohort / "manifest.csv"
-    if not manifest.is_file():
-        from bmd_edge.synth import generate_cohort
-
-        print(f"generating {args.n} cases into {cohort}", flush=True)
-        generate_cohort(args.n, cohort, seed=args.seed, size=args.size, workers=1)
-    cases = list(read_manifest(manifest, require_label=True).cases)
-    oracle = read_oracle(manifest)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:
+        RESULTS, UNITS = args.out, args.out / "ablation"
     started = time.time()
+    log = lambda s: print(f"{time.strftime('%H:%M:%S')} {s}", flush=True)
+    encoder = args.work / "pretrain" / "encoder.pt"
+    blob_cfg = None
+    dirs = cohort_dirs(args.work)
+    cases_by = {}
+    for name in PLAN:
+        if (dirs[name] / "manifest.csv").is_file():
+            cases_by[name] = list(read_manifest(dirs[name] / "manifest.csv", require_label=True).cases)
+            _TRUTH[name] = np.array([case_label(c) for c in cases_by[name]])
+    if not args.report_only:
+        import torch
 
-    def on_fold(f: int, res: CVResult) -> None:
-        md = write_markdown(res, cases, oracle, args, base, started, args.folds)
-        (args.out / "ablation.md").write_text(md)
-        summary = res.summary()
-        (args.out / "ablation.json").write_text(json.dumps(
-            {"config": base.to_dict(), "n": len(cases), "folds": args.folds,
-             "completed_folds": res.completed_folds(), "per_fold": res.per_fold,
-             "summary": {n: {k: list(v) for k, v in s.items()} for n, s in summary.items()}},
-            indent=1, default=float))
-        mask = res.fold_of >= 0
-        truth = res.truth[mask]
-        preds = {n: p[mask] for n, p in res.oof.items()}
-        plots.scatter_plot(truth, {n: preds[n] for n in ("xattn/WSL1", "concat/WSL1", "OLS")},
-                           args.out / "ablation_scatter.png", title="out-of-fold predictions")
-        plots.roc_plot(truth, preds, args.out / "ablation_roc.png")
-        plots.metric_bars(summary, "mae", args.out / "ablation_mae.png")
-        plots.metric_bars(summary, "r2", args.out / "ablation_r2.png")
-        att = res.attention.get("xattn/WSL1")
-        if att is not None:
-            from bmd_edge.schema import FIELD_NAMES
+        blob_cfg = torch.load(encoder, map_location="cpu", weights_only=False)
+        summary = {**blob_cfg["config"], **blob_cfg["history"][-1],
+                   "minutes": sum(h["seconds"] for h in blob_cfg["history"]) / 60}
+        (args.work / "pretrain" / "summary.json").write_text(json.dumps(summary, indent=1))
+        for name in args.cohort:
+            if name not in cases_by:
+                log(f"{name}: cohort not rendered yet, skipped")
+                continue
+            cases = cases_by[name]
+            feats = cached_features(args.work / f"features_{name}.npy", encoder, cases,
+                                    int(blob_cfg["config"]["image_size"]))
+            log(f"{name}: features {feats.shape}")
+            plan = PLAN[name]
+            count = {"n": 0}
 
-            plots.attention_plot(att[mask], FIELD_NAMES, args.out / "ablation_attention.png",
-                                 title="xattn/WSL1 field attention (out of fold)")
-        print(f"fold {f + 1}/{args.folds} done after {(time.time() - started) / 60:.1f} min", flush=True)
+            def on_unit(unit: dict, count: dict = count) -> None:
+                count["n"] += 1
+                if count["n"] % 6 == 0:  # six rows: one fold of every row
+                    write_report(args.work, started)
 
-    run_cv(configs(base), cases, args.folds, args.work / f"cv_stop_{args.stop_metric}_e{base.epochs}_p{base.patience}",
-           seed=args.seed, baselines=True, init_from=INIT_FROM, resume=True,
-           log=lambda s: print(s, flush=True), on_fold=on_fold)
-    print(f"wrote {args.out / 'ablation.md'}")
+            run_probe_cv(cases, feats, UNITS / f"units_{name}.jsonl", k=plan["k"],
+                         seeds=plan["seeds"], log=log, on_unit=on_unit, max_units=args.max_units)
+            write_report(args.work, started)
+    write_report(args.work, started)
+    log(f"wrote {RESULTS / 'ablation.md'}")
 
 
 if __name__ == "__main__":
