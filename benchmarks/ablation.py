@@ -237,7 +237,11 @@ def write_report(work: Path, started: float) -> None:
     pre = json.loads((work / "pretrain" / "summary.json").read_text()) \
         if (work / "pretrain" / "summary.json").is_file() else {}
     overlap = json.loads((work / "overlap.json").read_text()) if (work / "overlap.json").is_file() else {}
-    probe = next((u["config"] for us in units_by.values() for u in us), {})
+    from dataclasses import asdict
+
+    from bmd_edge.training.probe_cv import ProbeConfig
+
+    probe = next((u["config"] for us in units_by.values() for u in us), asdict(ProbeConfig()))
     lines = [
         "# The paper's ablation in the paper's regime (synthetic v2 world)",
         "",
@@ -317,6 +321,9 @@ def write_report(work: Path, started: float) -> None:
         records_by[name] = records
     lines += ["## Verdict on the paper's claim on this data", ""]
     lines += [verdict(records_by.get(n, []), f"n = {n[1:]}") for n in PLAN if n in records_by]
+    if not records_by:
+        lines.append("No fold has finished yet: the runs are in progress (see the tables below "
+                     "as they fill).")
     lines += ["", VERDICT_TEXT, ""]
     for name, us in units_by.items():
         plan = PLAN[name]
