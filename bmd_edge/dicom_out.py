@@ -256,12 +256,24 @@ def build_results(prediction: Any, source: Any, *, model_input: np.ndarray | Non
 def write_results(prediction: Any, source: Any, out_dir: str | Path, *,
                   model_input: np.ndarray | None = None, references: Any = None) -> DicomResult:
     """Write `SR_<uid>.dcm` (and `SC_<uid>.dcm` when `model_input` is given) into `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     uids, sr, sc = build_results(prediction, source, model_input=model_input,
                                  references=references)
-    sr_path = _save(sr, out / f"SR_{uids.sr_instance}.dcm")
-    sc_path = None if sc is None else _save(sc, out / f"SC_{uids.sc_instance}.dcm")
+    return save_results(uids, sr, sc, out_dir)
+
+
+def result_paths(uids: ResultUIDs, out_dir: str | Path) -> tuple[Path, Path]:
+    """Where `save_results` puts the SR and the SC of a result (names carry the UIDs)."""
+    out = Path(out_dir)
+    return out / f"SR_{uids.sr_instance}.dcm", out / f"SC_{uids.sc_instance}.dcm"
+
+
+def save_results(uids: ResultUIDs, sr: Any, sc: Any | None, out_dir: str | Path
+                 ) -> DicomResult:
+    """Write built results atomically into `out_dir` (SR first, so it is never newer)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    sr_target, sc_target = result_paths(uids, out_dir)
+    sr_path = _save(sr, sr_target)
+    sc_path = None if sc is None else _save(sc, sc_target)
     log.info("dicom results written: sr=%s sc=%s", uids.sr_instance,
              uids.sc_instance if sc is not None else "-")
     return DicomResult(uids, sr_path, sc_path)

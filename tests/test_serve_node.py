@@ -125,3 +125,68 @@ def test_config_errors_name_the_bad_value(tmp_path: Path, text: str, flags: dict
     with pytest.raises(InputError, match=None) as err:
         ServeConfig.load(toml, **flags)
     assert message in str(err.value)
+
+
+class FlakyDestination:
+    """A real pynetdicom Storage SCP that aborts its association right after answering every
+    `every`-th C-STORE: the sender finds the association gone between two C-STOREs (pynetdicom
+    then raises instead of answering) or mid-request (no answer). This killed the old sender
+    thread, so a killed storescp was never reported down (the flaky DCMTK outage test)."""
+
+    def __init__(self, every: int) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
+
+        self.every, self.stored, self.aborts = every, [], 0
+        self.port = free_port()
+        self.ae = AE(ae_title="RESULTS")
+        for sop in (ComprehensiveSRStorage, SecondaryCaptureImageStorage):
+            self.ae.add_supported_context(sop, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        self.handlers = [(evt.EVT_C_STORE, self._store)]
+        self.server: Any = None
+
+    def start(self) -> None:
+        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False,
+                                           evt_handlers=self.handlers)
+
+    def _store(self, event: Any) -> int:
+        self.stored.append(str(event.request.AffectedSOPInstanceUID))
+        if len(self.stored) % self.every == 0:
+            self.aborts += 1
+            threading.Timer(0.001, event.assoc.abort).start()
+        return 0x0000
+
+
+def test_sender_survives_a_destination_that_drops_associations(hips: list[Path],
+                                                               tmp_path: Path) -> None:
+    dest = FlakyDestination(every=2)       # down at first: results pile up in the spool
+    cfg = ServeConfig(port=free_port(), host="127.0.0.1",
+                      destination=Destination("127.0.0.1", dest.port, "RESULTS"),
+                      spool=tmp_path / "spool", workers=1, secondary_capture=True,
+                      retry_interval_s=0.05, retry_max_interval_s=0.2, send_timeout_s=2.0)
+    node = ServeNode(cfg, predictor=Predictor.load(None))
+    node.start()
+    try:
+        for p in hips:
+            assert c_store(cfg.port, p) == 0
+        deadline = time.monotonic() + 60
+        while node.health()["counts"]["analysed"] < len(hips):
+            assert time.monotonic() < deadline, node.health()
+            time.sleep(0.05)
+        assert node.health()["destination_up"] is False
+        dest.start()                          # 8 results, an abort after every 2nd C-STORE
+        deadline = time.monotonic() + 60
+        while node.health()["undelivered_results"]:
+            assert node.health()["status"] != "failed", node.health()
+            assert time.monotonic() < deadline, node.health()
+            time.sleep(0.05)
+        h = node.health()
+        assert h["status"] in ("ok", "degraded") and h["dead_threads"] == []
+        assert h["counts"]["failed"] == 0
+    finally:
+        node.stop()
+        if dest.server is not None:
+            dest.server.shutdown()
+    # Every result arrived, at least once; a redelivered one has the same UID.
+    assert dest.aborts >= 3
+    assert len(set(dest.stored)) == 2 * len(hips)

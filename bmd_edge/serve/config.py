@@ -47,6 +47,8 @@ class ServeConfig:
     store_timeout_s: float = 30.0        # a C-STORE waits this long for queue space, then 0xA700
     retry_interval_s: float = 2.0        # first wait before resending to a down destination
     retry_max_interval_s: float = 30.0   # the wait doubles up to this
+    connect_timeout_s: float = 5.0       # TCP connect to the destination (a host that is gone)
+    send_timeout_s: float = 10.0         # ACSE/DIMSE/network wait for the destination's answer
     secondary_capture: bool = True       # also send the report picture as a Secondary Capture
     health_port: int | None = None       # HTTP GET /health here (None: no HTTP health check)
     model: Path | None = None            # bundle folder (default: the shipped one)
@@ -64,7 +66,8 @@ class ServeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 1024:
                 raise InputError(f"{name} {value!r} is invalid; give an integer 1 to 1024")
-        for name in ("store_timeout_s", "retry_interval_s", "retry_max_interval_s"):
+        for name in ("store_timeout_s", "retry_interval_s", "retry_max_interval_s",
+                     "connect_timeout_s", "send_timeout_s"):
             if not float(getattr(self, name)) > 0:
                 raise InputError(f"{name} {getattr(self, name)!r} must be a positive number")
         if self.health_port is not None:

@@ -23,15 +23,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bmd_edge.errors import BmdEdgeError, DependencyError
+from bmd_edge.errors import BmdEdgeError
 from bmd_edge.serve import logs
 from bmd_edge.serve.config import ServeConfig
+from bmd_edge.serve.sender import Sender, pynetdicom_module
 from bmd_edge.serve.spool import Spool
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
-_DELIVERED = {0x0000, 0xB000, 0xB006, 0xB007}   # success or warning: the destination has it
 
 
 @dataclass
@@ -45,15 +45,6 @@ class Stats:
     destination_up: bool | None = None
 
 
-def _pynetdicom() -> Any:
-    try:
-        import pynetdicom
-    except ImportError:
-        raise DependencyError("bmd-edge serve needs pynetdicom; run `pip install "
-                              "'bmd-edge[node]'`") from None
-    return pynetdicom
-
-
 class ServeNode:
     def __init__(self, config: ServeConfig, predictor: Any = None) -> None:
         self.cfg = config
@@ -65,7 +56,9 @@ class ServeNode:
         self._received_at: dict[str, float] = {}     # incoming ref → monotonic receipt time
         self._sr_received_at: dict[str, float] = {}  # SR file name → receipt time of its source
         self._stop = threading.Event()
-        self._results_ready = threading.Event()
+        self._sender = (Sender(config, self.spool, self._stop, self._delivered,
+                               self._destination_state)
+                        if config.destination is not None else None)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._server: Any = None
@@ -73,7 +66,7 @@ class ServeNode:
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        pn = _pynetdicom()
+        pn = pynetdicom_module()
         if self._predictor is None:
             from bmd_edge.runtime.predictor import Predictor
 
@@ -84,8 +77,8 @@ class ServeNode:
         recovered = self.spool.pending_incoming()
         for i in range(self.cfg.workers):
             self._spawn(self._work, f"bmd-worker-{i}")
-        if self.cfg.destination is not None:
-            self._spawn(self._send, "bmd-sender")
+        if self._sender is not None:
+            self._spawn(self._sender.run, "bmd-sender")
         if recovered:
             self._spawn(lambda: self._feed(recovered), "bmd-recover")
         ae = pn.AE(ae_title=self.cfg.ae_title)
@@ -112,11 +105,12 @@ class ServeNode:
             if t.name.startswith("bmd-worker") or t.name == "bmd-recover":
                 t.join()
         deadline = time.monotonic() + drain_s
-        while (self.cfg.destination is not None and self.spool.pending_outgoing()
+        while (self._sender is not None and self.spool.pending_outgoing()
                and self.stats.destination_up and time.monotonic() < deadline):
-            self._results_ready.set()
+            self._sender.ready.set()
             time.sleep(0.05)
-        self._results_ready.set()
+        if self._sender is not None:
+            self._sender.ready.set()
         for t in self._threads:
             if t.name == "bmd-sender":
                 t.join(timeout=max(0.0, deadline - time.monotonic()) + 5)
@@ -184,7 +178,7 @@ class ServeNode:
     def _analyse(self, path: Path) -> None:
         import pydicom
 
-        from bmd_edge.dicom_out import write_results
+        from bmd_edge.dicom_out import build_results, result_paths, save_results
 
         name = path.stem
         if not path.exists():       # a duplicate of an image already handled
@@ -199,9 +193,23 @@ class ServeNode:
             p = self._predictor
             prepared = p.prepare(path)
             result = p.infer([prepared])[0]
-            res = write_results(result, header, out,
-                                model_input=prepared.image if self.cfg.secondary_capture
-                                else None, references=p.references)
+            uids, sr, sc = build_results(result, header, model_input=prepared.image
+                                         if self.cfg.secondary_capture else None,
+                                         references=p.references)
+            sr_path, sc_path = result_paths(uids, out)
+            with self._lock:            # before the file exists: the sender may be quick
+                t0 = self._received_at.get(name)
+                if t0 is not None:
+                    self._sr_received_at[sr_path.name] = t0
+            if self._sender is not None:    # handed over in memory before the file appears
+                self._sender.offer(sr_path, sr)
+                if sc is not None:
+                    self._sender.offer(sc_path, sc)
+            try:
+                res = save_results(uids, sr, sc, out)
+            finally:
+                if self._sender is not None:
+                    self._sender.withdraw_unsaved(sr_path, sc_path)
         except (BmdEdgeError, _Refusal) as err:
             with self._lock:
                 self.stats.refused += 1
@@ -214,16 +222,14 @@ class ServeNode:
         else:
             with self._lock:
                 self.stats.analysed += 1
-                t0 = self._received_at.get(name)
-                if t0 is not None:
-                    self._sr_received_at[res.sr_path.name] = t0
             logs.event("analysed", ref=name, sr=res.uids.sr_instance,
                        ms=round(1000 * (time.monotonic() - started), 1))
             if self.cfg.outbox is not None:
                 self._delivered(res.sr_path.name, res.uids.sr_instance)
                 if res.sc_path is not None:
                     self._delivered(res.sc_path.name, res.uids.sc_instance)
-            self._results_ready.set()
+            elif self._sender is not None:
+                self._sender.ready.set()
         finally:
             path.unlink(missing_ok=True)
             with self._lock:
@@ -239,65 +245,20 @@ class ServeNode:
         logs.event("delivered", uid=uid, kind=file_name[:2],
                    latency_ms=None if t0 is None else round(1000 * (time.monotonic() - t0), 1))
 
-    def _send(self) -> None:
-        pn = _pynetdicom()
-        import pydicom
-
-        dest = self.cfg.destination
-        assert dest is not None
-        ae = pn.AE(ae_title=self.cfg.ae_title)
-        for sop in (pn.sop_class.ComprehensiveSRStorage,
-                    pn.sop_class.SecondaryCaptureImageStorage):
-            ae.add_requested_context(sop, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-        wait = self.cfg.retry_interval_s
-        while True:
-            files = self.spool.pending_outgoing()
-            if not files:
-                if self._stop.is_set():
-                    return
-                self._results_ready.wait(timeout=0.5)
-                self._results_ready.clear()
-                continue
-            assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
-            ok = assoc.is_established
-            if ok:
-                for f in files:
-                    try:
-                        ds = pydicom.dcmread(f)
-                    except FileNotFoundError:
-                        continue
-                    status = assoc.send_c_store(ds)
-                    code = getattr(status, "Status", None) if status else None
-                    if code in _DELIVERED:
-                        f.unlink(missing_ok=True)
-                        self._delivered(f.name, str(ds.SOPInstanceUID))
-                    else:
-                        ok = False
-                        logs.event("send_failed", logging.WARNING, file=f.name,
-                                   status=None if code is None else f"0x{code:04X}")
-                        break
-                assoc.release()
-            if self.stats.destination_up is not ok:
-                logs.event("destination_up" if ok else "destination_down",
-                           logging.INFO if ok else logging.WARNING, ae_title=dest.ae_title,
-                           port=dest.port, pending=len(self.spool.pending_outgoing()))
-            self.stats.destination_up = ok
-            if ok:
-                wait = self.cfg.retry_interval_s
-                continue
-            if self._stop.is_set():
-                return
-            self._stop.wait(timeout=wait)
-            wait = min(2 * wait, self.cfg.retry_max_interval_s)
+    def _destination_state(self, up: bool) -> None:
+        with self._lock:
+            self.stats.destination_up = up
 
     # -- health -------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         with self._lock:
             counts = {k: v for k, v in vars(self.stats).items() if k != "destination_up"}
             dest_up = self.stats.destination_up
-        status = "stopping" if self._stop.is_set() else (
+        dead = sorted(t.name for t in self._threads
+                      if t.name.startswith(("bmd-worker", "bmd-sender")) and not t.is_alive())
+        status = "stopping" if self._stop.is_set() else "failed" if dead else (
             "degraded" if dest_up is False else "ok")
-        return {"status": status, "ae_title": self.cfg.ae_title, "port": self.cfg.port,
+        return {"status": status, "dead_threads": dead, "ae_title": self.cfg.ae_title, "port": self.cfg.port,
                 "queued": self._queue.qsize(), "queue_size": self.cfg.queue_size,
                 "undelivered_results": len(self.spool.pending_outgoing()),
                 "destination_up": dest_up, "counts": counts}
@@ -310,8 +271,10 @@ class ServeNode:
                 if self.path.rstrip("/") not in ("/health", ""):
                     self.send_error(404)
                     return
-                body = json.dumps(node.health()).encode()
-                self.send_response(503 if node._stop.is_set() else 200)
+                h = node.health()
+                body_status = h["status"]
+                body = json.dumps(h).encode()
+                self.send_response(200 if body_status in ("ok", "degraded") else 503)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
