@@ -374,6 +374,7 @@ class BundleMeta:
     provenance: Provenance
     files: Mapping[str, str] = field(default_factory=dict)  # file name → sha256 (all files)
     signature: Signature | None = None
+    reliability: Any = None          # reliability.section.Reliability: shift policy, Mondrian
 
     @classmethod
     def from_dict(cls, d: Any) -> BundleMeta:
@@ -390,7 +391,7 @@ class BundleMeta:
                                           f"{FORMAT_VERSION!r}")
         F.keys(d, "", ("format_version", "model", "intended_use", "input", "output",
                        "references", "interval", "variants", "provenance", "files"),
-               ("signature",))
+               ("signature", "reliability"))
         files = F.obj(d["files"], "files")
         checked_files = {F.rel_path(k, f"files.{k}"): F.digest(v, f"files.{k}")
                          for k, v in files.items()}
@@ -416,7 +417,8 @@ class BundleMeta:
             provenance=Provenance.from_dict(d["provenance"], "provenance"),
             files=checked_files,
             signature=None if d.get("signature") is None
-            else Signature.from_dict(d["signature"], "signature"))
+            else Signature.from_dict(d["signature"], "signature"),
+            reliability=_reliability(d.get("reliability"), checked_files))
         if meta.interval.variant and meta.interval.variant not in variants:
             raise F.bad("interval.variant", f"{meta.interval.variant!r} is not a variant")
         return meta
@@ -434,6 +436,8 @@ class BundleMeta:
             "interval": self.interval.to_dict(),
             "variants": {n: v.to_dict() for n, v in self.variants.items()},
             "provenance": self.provenance.to_dict(), "files": dict(sorted(self.files.items()))}
+        if self.reliability is not None:
+            d["reliability"] = self.reliability.to_dict()
         if self.signature is not None:
             d["signature"] = self.signature.to_dict()
         return json.dumps(d, ensure_ascii=False, allow_nan=False)
@@ -498,6 +502,19 @@ class BundleMeta:
             raise BundleError(f"bundle has no {precision} variant that {backend} can run; "
                               f"installed variants: {shown}")
         return ranked[0]
+
+
+def _reliability(d: Any, files: Mapping[str, str]) -> Any:
+    """The optional `reliability` section; its statistics file must be listed in `files`."""
+    if d is None:
+        return None
+    from bmd_edge.reliability.section import Reliability
+
+    r = Reliability.from_dict(d, "reliability")
+    if r.shift is not None and r.shift.stats_file not in files:
+        raise F.bad("reliability.shift.stats_file",
+                    f"{r.shift.stats_file!r} is not listed (with its sha256) in files")
+    return r
 
 
 def _not_installed(v: Variant) -> str:
@@ -606,6 +623,20 @@ class Bundle:
                                       f"bundle {self.root}; they come from different exports")
         self._verified.add(variant)
         return main
+
+    def verified_stats(self) -> Path | None:
+        """The reliability statistics file after checking its sha256 (None: no shift section)."""
+        r = self.meta.reliability
+        if r is None or r.shift is None:
+            return None
+        f = r.shift.stats_file
+        p = self.root / f
+        if not p.is_file() or not p.resolve().is_relative_to(self.root.resolve()):
+            raise BundleError(f"missing file {f} in bundle {self.root}; re-export the bundle")
+        if sha256_file(p) != self.meta.files[f]:
+            raise BundleError(f"checksum mismatch for file {f} in bundle {self.root}; the "
+                              "file changed after export — re-export the bundle")
+        return p
 
     # -- short names for the read-out ------------------------------------------------------------
     @property

@@ -12,6 +12,10 @@ Steps (each a `bmd-edge` command, so the recipe is exactly what a user can run):
    git), the case list and recipe into calibration/, and write calibration/report.md.
 6. recalibrate the interval on 800 fresh synthetic cases (calibration/recalibrate_interval.py),
    which re-stamps the model files and prints the new bundle digest;
+6b. fit the reliability section (calibration/calibrate_reliability.py): shift-score statistics
+   from the training cohort (`--reliability-stats`, default the step-1 manifest), flag/refuse
+   thresholds and Mondrian (sex × predicted-BMD tertile × view) interval tables on fresh clean
+   hip + pelvis cohorts (seeds 7001/7002, `--reliability-cal-n` each), re-stamping the files;
 7. put that digest into `PINNED_DIGESTS` in bmd_edge/bundle_trust.py (the shipped bundle is
    pinned, not signed), then `scripts/readme_outputs.py --write` for the README's outputs.
 
@@ -43,6 +47,11 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "default")
+    ap.add_argument("--reliability-stats", type=Path, action="append", default=None,
+                    help="training-distribution manifest(s) for the shift statistics "
+                         "(default: the step-1 synth manifest)")
+    ap.add_argument("--reliability-cal-n", type=int, default=1500,
+                    help="fresh clean cases per view for thresholds and interval tables")
     a = ap.parse_args()
     w = a.work
     man = w / "synth" / "manifest.csv"
@@ -70,6 +79,22 @@ def main() -> None:
     # cases): recalibrate the shipped interval on 800 fresh synthetic cases (seed 4242).
     subprocess.run([sys.executable, str(REPO / "calibration" / "recalibrate_interval.py")],
                    check=True, cwd=REPO)
+    reliability_step(w, a.reliability_stats or [man], a.reliability_cal_n)
+
+
+def reliability_step(work: Path, stats: list[Path], n: int) -> None:
+    """6b: shift statistics from the training cohort, thresholds and Mondrian tables from fresh
+    clean hip and pelvis cohorts (seeds 7001/7002: not training 0, interval 4242, tests 12345)."""
+    cal = []
+    for view, seed in (("hip", 7001), ("pelvis", 7002)):
+        out = work / f"reliability_cal_{view}"
+        if not (out / "manifest.csv").exists():
+            sh("synth", "--n", str(n), "--out", str(out), "--seed", str(seed), "--size", "256",
+               "--view", view)
+        cal += ["--calibration", str(out / "manifest.csv")]
+    subprocess.run([sys.executable, str(REPO / "calibration" / "calibrate_reliability.py"),
+                    str(REPO / "export"), *[x for m in stats for x in ("--stats", str(m))],
+                    *cal], check=True, cwd=REPO)
 
 
 if __name__ == "__main__":

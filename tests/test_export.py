@@ -90,10 +90,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     x = (torch.randn(3, 1, 64, 64, generator=g), torch.randn(3, 10, generator=g),
          (torch.rand(3, 10, generator=g) > 0.3).float())
     qmodel, _ = load_quantized(root / "q" / "quantized.pt", _build, x)
+    seen: list[torch.Tensor] = []  # the regression head's input: what `embedding` must equal
+    hook = model.head.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
     with torch.no_grad():
         ref = {"fp32": model(*x)[0].numpy(), "int8": qmodel(*x)[0].numpy()}
+    hook.remove()
     np.savez(root / "ref.npz", image=x[0].numpy(), values=x[1].numpy(), present=x[2].numpy(),
-             **ref)
+             emb_fp32=seen[0].numpy(), **ref)
     return {"root": root, "bundle": root / "bundle", "ref": root / "ref.npz", "out": r.output,
             "pub": root / "key.pub"}
 
@@ -136,6 +139,22 @@ def test_every_variant_runs_torch_free_and_matches_torch(built: dict) -> None:
         assert r["prec"] == "f32"  # OpenVINO pinned to f32, not silently bf16
         limit = 1e-4 if name.endswith("fp32") else 5e-3  # int8 compared with the torch QAT model
         assert r["diff"] <= limit, (name, r)
+
+
+def test_every_variant_has_the_embedding_output_of_the_head_input(built: dict) -> None:
+    """Both fp32 and NNCF-int8 graphs (ONNX and IR) carry `embedding` = the head's input."""
+    from bmd_edge.runtime.backends import SessionConfig, open_session
+
+    ref = np.load(built["ref"])
+    b = Bundle.load(built["bundle"], trusted_keys=(built["pub"],))
+    for name, var in b.variants.items():
+        s = open_session(b.verified_file(name),
+                         SessionConfig("onnxruntime" if var.file.endswith(".onnx") else "openvino"))
+        assert s.has_embedding, name
+        bmd, _, emb = s.run_full(ref["image"], ref["values"], ref["present"])
+        assert emb is not None and emb.shape == ref["emb_fp32"].shape, name
+        tol = 1e-4 if var.precision == "fp32" else 0.25 * float(np.abs(ref["emb_fp32"]).mean())
+        assert float(np.abs(emb - ref["emb_fp32"]).mean()) <= tol, name
 
 
 def test_bundle_json_content(built: dict) -> None:

@@ -19,7 +19,12 @@ key is renamed or removed, never when one is added):
     inputs           the clinical facts used (after DICOM tags filled gaps)
     model            {name, version, variant, backend, precision}
     intended_use     the bundle's intended-use statement
-    warnings         list of strings (conversions, DICOM conflicts, --force overrides)
+    warnings         list of strings (conversions, DICOM conflicts, --force overrides, a
+                     "FLAGGED: image unlike the training data ..." shift warning)
+    reliability      {shift_score, flagged, interval_cell}: the shift score (1 ≈ a typical
+                     clean case; null when the bundle has no shift statistics), whether it
+                     passed the bundle's flag limit, and the Mondrian interval cell used
+                     (e.g. "F/hip/low"; null: the bundle's single half-width)
     patient_ids      only with --include-ids: DICOM identifying tags
 
 Batch mode (IMAGE is a folder or a manifest .csv, with --out results.csv) writes one row per

@@ -117,19 +117,25 @@ def run_model_file(path: str | Path, batches: Sequence[Sequence[np.ndarray]],
 
 def write_variant(fmt: ExportFormat, stage: Path, fp32_model: Any, qmodel: Any | None,
                   example: Sequence[Any]) -> None:
-    """Write one format row's files into the staging folder."""
+    """Write one format row's files into the staging folder.
+
+    Every BMD graph also gets an `embedding` output (the regression head's input; see
+    `embedding_output.py`) for the runtime's shift score; the IR inherits it from its ONNX.
+    """
+    from bmd_edge.compress.embedding_output import add_embedding_output
+
     dst = stage / fmt.file
     if fmt.name == "onnx-fp32":
-        export_onnx(fp32_model, example, dst)
+        add_embedding_output(export_onnx(fp32_model, example, dst))
     elif fmt.name == "onnx-int8":
-        export_onnx_qdq(qmodel, example, dst)
+        add_embedding_output(export_onnx_qdq(qmodel, example, dst))
     elif fmt.name in ("openvino-fp32", "openvino-int8"):
         src = stage / ("model_fp32.onnx" if fmt.precision == "fp32" else "model_int8.onnx")
         tmp_src = None
         if not src.exists():  # IR requested without its ONNX sibling: make it aside
             tmp_src = Path(tempfile.mkdtemp()) / src.name
-            (export_onnx if fmt.precision == "fp32" else export_onnx_qdq)(
-                fp32_model if fmt.precision == "fp32" else qmodel, example, tmp_src)
+            add_embedding_output((export_onnx if fmt.precision == "fp32" else export_onnx_qdq)(
+                fp32_model if fmt.precision == "fp32" else qmodel, example, tmp_src))
             src = tmp_src
         onnx_to_ir(src, dst)
         if tmp_src is not None:

@@ -27,6 +27,7 @@ BACKENDS = ("openvino", "onnxruntime")
 PRECISIONS = ("f32", "bf16")
 INPUT_NAMES = ("image", "values", "present")
 OUTPUT_NAMES = ("bmd", "field_attention")
+EMBEDDING = "embedding"   # optional third output: the features the regression head reads
 
 
 @dataclass(frozen=True)
@@ -245,12 +246,21 @@ class OpenVinoSession:
         self._pool = RequestPool(
             self._compiled, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._out = {n: self._compiled.output(n) for n in OUTPUT_NAMES}  # by any of its names
+        self.has_embedding = any(EMBEDDING in o.get_names() for o in self._compiled.outputs)
+        if self.has_embedding:
+            self._out[EMBEDDING] = self._compiled.output(EMBEDDING)
         got = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = "bf16" if "bf16" in got else "f32"
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
 
     def run(self, image: np.ndarray, values: np.ndarray,
             present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bmd, att, _ = self.run_full(image, values, present)
+        return bmd, att
+
+    def run_full(self, image: np.ndarray, values: np.ndarray,
+                 present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(bmd, field_attention, embedding or None when the graph has no such output)."""
         # Shared memory both ways: no copy of the inputs into the request and none of the outputs
         # into intermediate arrays (0.15 ms of a 1.7 ms int8 call here). The inputs are this
         # call's own arrays; the outputs are the request's memory, so they are copied (np.array)
@@ -260,8 +270,10 @@ class OpenVinoSession:
             res = req.infer(feeds, share_inputs=True, share_outputs=True)
             bmd = np.array(res[self._out["bmd"]], dtype=np.float32).reshape(-1)
             att = np.array(res[self._out["field_attention"]], dtype=np.float32)
+            emb = (np.array(res[self._out[EMBEDDING]], dtype=np.float32).reshape(len(bmd), -1)
+                   if self.has_embedding else None)
             del res  # no view of the request's output memory outlives the borrow
-        return bmd, att
+        return bmd, att, emb
 
 
 class OrtSession:
@@ -281,11 +293,22 @@ class OrtSession:
                   [{o.name} for o in self._sess.get_outputs()])
         self.precision = "f32"  # ORT CPU computes float ops in f32; int8 ops stay int8
         self.threads = cfg.threads
+        self.has_embedding = any(o.name == EMBEDDING for o in self._sess.get_outputs())
+        self._names = [*OUTPUT_NAMES, *([EMBEDDING] if self.has_embedding else [])]
 
     def run(self, image: np.ndarray, values: np.ndarray,
             present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bmd, att = self._sess.run(list(OUTPUT_NAMES), _feeds(image, values, present))
-        return np.asarray(bmd, dtype=np.float32).reshape(-1), np.asarray(att, dtype=np.float32)
+        bmd, att, _ = self.run_full(image, values, present)
+        return bmd, att
+
+    def run_full(self, image: np.ndarray, values: np.ndarray,
+                 present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(bmd, field_attention, embedding or None when the graph has no such output)."""
+        out = self._sess.run(self._names, _feeds(image, values, present))
+        bmd = np.asarray(out[0], dtype=np.float32).reshape(-1)
+        emb = np.asarray(out[2], dtype=np.float32).reshape(len(bmd), -1) \
+            if self.has_embedding else None
+        return bmd, np.asarray(out[1], dtype=np.float32), emb
 
 
 def open_session(model_file: Path, cfg: SessionConfig) -> Session:

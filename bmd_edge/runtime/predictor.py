@@ -20,7 +20,7 @@ from typing import Any, Union
 import numpy as np
 
 from bmd_edge import references as refs_mod
-from bmd_edge.errors import BundleError, InputError, MetadataError
+from bmd_edge.errors import BundleError, InputError, MetadataError, QualityGateError
 from bmd_edge.runtime.backends import SessionConfig, default_threads, open_session, user_cache_dir
 from bmd_edge.runtime.quality_gate import check_quality
 from bmd_edge.warn import Warn
@@ -55,6 +55,9 @@ class Prediction:
     warnings: tuple[str, ...] = ()
     source: str = ""                                 # file name (no folders), "" for arrays
     patient_ids: Mapping[str, str] = field(default_factory=dict, repr=False)
+    shift_score: float | None = None                 # 1 ≈ typical clean case; None: no stats
+    flagged: bool = False                            # shift score above the bundle's threshold
+    interval_cell: str = ""                          # Mondrian cell, e.g. "F/hip/low"
 
     def to_dict(self, include_ids: bool = False) -> dict[str, Any]:
         """The stable JSON schema (`schema_version` 1), documented in commands/inference.py."""
@@ -82,6 +85,9 @@ class Prediction:
                       "precision": self.precision},
             "intended_use": self.intended_use,
             "warnings": list(self.warnings),
+            "reliability": {"shift_score": None if self.shift_score is None
+                            else round(self.shift_score, 3), "flagged": self.flagged,
+                            "interval_cell": self.interval_cell or None},
         }
         if include_ids:
             d["patient_ids"] = dict(self.patient_ids)
@@ -101,6 +107,9 @@ class Prepared:
     warnings: tuple[str, ...]
     source: str
     patient_ids: Mapping[str, str] = field(default_factory=dict, repr=False)
+    quality: np.ndarray | None = None       # reliability.quality features (bundle has stats)
+    view: str = "hip"                       # hip | pelvis (a hip selected from a pelvis view)
+    force: bool = False                     # a refused shift becomes a flagged result
 
 
 def _fmt(x: object) -> str:
@@ -136,6 +145,8 @@ class Predictor:
         self.bundle_warnings: tuple[str, ...] = (str(trust_warning),) if trust_warning else ()
         vprec = meta.variants[variant].precision
         self.precision = f"{vprec}+{session.precision}" if vprec == "int8" else session.precision
+        self.reliability = meta.reliability            # reliability.section.Reliability | None
+        self.scorer = _load_scorer(bundle, session, self.spec)
 
     @classmethod
     def load(cls, bundle: str | Path | Any = None, backend: str = "openvino",
@@ -225,10 +236,12 @@ class Predictor:
             inputs["side"] = side
         if select:
             inputs["select"] = select
+        quality = None if self.scorer is None else self.scorer.quality(pixels, radiograph.pixels)
         return Prepared(image=np.asarray(pixels, np.float32), values=values, present=present,
                         inputs=inputs, age=float(record["age_xray"]),  # type: ignore[arg-type]
                         sex=str(record["sex"]), warnings=tuple(warnings), source=source,
-                        patient_ids=dict(info.patient_ids or {}))
+                        patient_ids=dict(info.patient_ids or {}), quality=quality,
+                        view="pelvis" if select else "hip", force=force)
 
     # -- inference (thread-safe) --------------------------------------------------------------
     def infer(self, cases: Sequence[Prepared]) -> list[Prediction]:
@@ -238,14 +251,49 @@ class Predictor:
         image = np.stack([c.image for c in cases])            # (B, 1, S, S)
         values = np.stack([c.values for c in cases])          # (B, F)
         present = np.stack([c.present for c in cases])        # (B, F)
-        bmd, att = self.session.run(image, values, present)   # (B,), (B, F)
-        return [self._readout(c, float(b), a) for c, b, a in zip(cases, bmd, att)]
+        if hasattr(self.session, "run_full"):
+            bmd, att, emb = self.session.run_full(image, values, present)  # emb (B, D) | None
+        else:
+            (bmd, att), emb = self.session.run(image, values, present), None
+        return [self._readout(c, float(b), a, None if emb is None else emb[i])
+                for i, (c, b, a) in enumerate(zip(cases, bmd, att))]
 
-    def _readout(self, case: Prepared, bmd: float, att: np.ndarray) -> Prediction:
+    def _readout(self, case: Prepared, bmd: float, att: np.ndarray,
+                 embedding: np.ndarray | None = None) -> Prediction:
         if not math.isfinite(bmd):
             raise BundleError(f"the model returned {bmd} for {case.source or 'the image'}; "
                               "the bundle may be damaged")
         warnings = [*case.warnings, *self.bundle_warnings]
+        hw, cell = self.interval.halfwidth_gcm2, ""
+        if self.reliability is not None and self.reliability.intervals is not None \
+                and case.sex in ("F", "M"):
+            hw, cell = self.reliability.intervals.halfwidth(bmd, case.sex, case.view)
+        shift, flagged = None, False
+        if self.scorer is not None and case.quality is not None:
+            policy = self.reliability.shift  # type: ignore[union-attr]
+            sc = self.scorer.score(case.quality, embedding)
+            shift = sc.score
+            why = (f"image statistics {sc.quality:.2f}, furthest: {sc.worst_quality}"
+                   + ("" if sc.embedding is None else f"; model features {sc.embedding:.2f}"))
+            if sc.score > policy.refuse_threshold and not case.force:
+                raise QualityGateError(
+                    f"{case.source or 'image'}: refused, the image is far from the training data "
+                    f"(shift score {sc.score:.2f} > refuse limit {policy.refuse_threshold:.2f}; "
+                    f"{why}); check the acquisition "
+                    "(noise, LUT/gamma, resolution, side, view) or use --force for a flagged "
+                    "result")
+            if sc.score > policy.flag_threshold:
+                flagged = True
+                widen = min(sc.score / policy.flag_threshold, policy.max_widen)
+                hw *= widen
+                warnings.append(Warn(
+                    "shift-flagged", "image", f"{sc.score:.2f}",
+                    f"FLAGGED: image unlike the training data (shift score {sc.score:.2f} > "
+                    f"flag limit {policy.flag_threshold:.2f}; {why}); interval widened "
+                    f"x{widen:.1f}; check the "
+                    "acquisition before relying on this result"
+                    + (" (past the refuse limit: forced)" if sc.score > policy.refuse_threshold
+                       else "")))
         t = refs_mod.t_score(bmd, self.references)
         z: float | None = None
         if case.age is not None and case.sex is not None:
@@ -254,7 +302,6 @@ class Predictor:
             except MetadataError as err:
                 warnings.append(Warn("no-z-score", "age_xray", f"{case.age:g}",
                                      f"no Z-score: {err}"))
-        hw = self.interval.halfwidth_gcm2
         interval = (bmd - hw, bmd + hw, self.interval.coverage)
         ranked = sorted(((n, float(w)) for n, w, p in
                          zip(self.field_names, att.tolist(), case.present.tolist()) if p > 0),
@@ -269,7 +316,7 @@ class Predictor:
             model_version=self.model_version, intended_use=self.intended_use,
             backend=self.session.backend, variant=self.variant, precision=self.precision,
             inputs=case.inputs, warnings=tuple(warnings), source=case.source,
-            patient_ids=case.patient_ids)
+            patient_ids=case.patient_ids, shift_score=shift, flagged=flagged, interval_cell=cell)
 
     # -- convenience --------------------------------------------------------------------------
     def predict(self, image: ImageLike, *, age: float | str | None = None,
@@ -301,6 +348,21 @@ class Predictor:
         for i in range(0, len(prepared), batch_size):
             out += self.infer(prepared[i:i + batch_size])
         return out
+
+
+def _load_scorer(bundle: Any, session: Any, spec: Any) -> Any:
+    """The bundle's ShiftScorer (None without a shift section); BundleError if the model file
+    lacks the `embedding` output its statistics need."""
+    r = bundle.meta.reliability
+    if r is None or r.shift is None:
+        return None
+    from bmd_edge.reliability.scorer import ShiftScorer
+
+    if r.shift.uses_embedding and not getattr(session, "has_embedding", False):
+        raise BundleError("the bundle's shift statistics need the model's 'embedding' output, "
+                          "which this model file lacks; re-export the bundle")
+    return ShiftScorer.from_file(bundle.verified_stats(), r.shift.uses_embedding, spec.mean,
+                                 spec.std)
 
 
 def _as_radiograph(image: ImageLike) -> tuple[Any, str]:

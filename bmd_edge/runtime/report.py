@@ -91,6 +91,10 @@ def write_report(prediction: Any, image: np.ndarray, out: str | Path, *,
     ax.set_title("clinical fields the model weighed most", fontsize=9)
     ax.set_xlabel("attention weight", fontsize=8)
 
+    if getattr(p, "flagged", False):  # the shift flag is on the picture, not only in logs
+        fig.text(0.5, 0.97, f"FLAGGED: image unlike the training data (shift score "
+                 f"{p.shift_score:.2f}); interval widened; check the acquisition",
+                 ha="center", fontsize=9, color="#b00000", weight="bold")
     foot = f"{p.model_name} {p.model_version} ({p.backend}, {p.precision}). {p.intended_use}"
     if patient_ids:
         foot = "; ".join(f"{k}: {v}" for k, v in sorted(patient_ids.items())) + "\n" + foot

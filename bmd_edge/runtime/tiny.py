@@ -2,11 +2,12 @@
 
 Why: the runtime must be testable with real OpenVINO / ONNX Runtime sessions and a real,
 checksummed bundle without training a network. The graph has the exact bmd-edge I/O contract
-(inputs image (B,1,S,S), values (B,F), present (B,F); outputs bmd (B,), field_attention (B,F))
-and a closed form a test can compute by hand:
+(inputs image (B,1,S,S), values (B,F), present (B,F); outputs bmd (B,), field_attention (B,F),
+embedding (B,F+1)) and a closed form a test can compute by hand:
 
     bmd             = 0.85 + 0.1 · mean(image) + Σ_f w_f · values_f · present_f
     field_attention = softmax_f(a_f · values_f · present_f)
+    embedding       = [values_f · present_f for f] ‖ mean(image)
 
 Needs the `onnx` package (the [train] extra), imported inside the function.
 """
@@ -49,6 +50,8 @@ def tiny_onnx(path: Path, size: int = 32, n_fields: int = 10) -> Path:
         helper.make_node("Add", ["s", "b"], ["bmd"]),
         helper.make_node("Mul", ["vp", "a"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["field_attention"], axis=1),
+        helper.make_node("Unsqueeze", ["im_mean", "sq_axes"], ["im_mean2"]),
+        helper.make_node("Concat", ["vp", "im_mean2"], ["embedding"], axis=1),
     ]
     inits = [
         numpy_helper.from_array(TINY_W[:n_fields].reshape(n_fields, 1), "w"),
@@ -64,7 +67,8 @@ def tiny_onnx(path: Path, size: int = 32, n_fields: int = 10) -> Path:
          helper.make_tensor_value_info("values", f32, ["B", n_fields]),
          helper.make_tensor_value_info("present", f32, ["B", n_fields])],
         [helper.make_tensor_value_info("bmd", f32, ["B"]),
-         helper.make_tensor_value_info("field_attention", f32, ["B", n_fields])],
+         helper.make_tensor_value_info("field_attention", f32, ["B", n_fields]),
+         helper.make_tensor_value_info("embedding", f32, ["B", n_fields + 1])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
