@@ -131,7 +131,7 @@ def main() -> None:
     ms = latency_ms(loc, img.astype(np.float32))
     ms8 = latency_ms(int8, img.astype(np.float32)) if int8 is not None else float("nan")
     machine = detect_machine()
-    lines = ["# Hip locator (issue #15, first model)", "",
+    lines = ["# Hip locator (issue #15)", "",
              f"Machine: {machine.line()}",
              f"Load average while measuring: {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
              "",
@@ -154,6 +154,11 @@ def main() -> None:
                   f"{'yes' if r['accepted'] else 'no'} | {err_cell(r['errs'])} | "
                   f"{r['heads'] or 'none'} |" for r in rows]
         lines.append("")
+        if name == "nonhip":
+            rest = [r for r in rows if r["body_part"] != "spine"]
+            lines += [(f"Refused, not counting the full-length spine films (they show the pelvis; "
+                       f"policy in tests/test_locate_realworld.py): "
+                       f"{sum(not r['accepted'] for r in rest)}/{len(rest)}."), ""]
     marked = [r for rows in sets.values() for r in rows if r["marked"]]
     if marked:
         lines += [("### Marked heads (tests/data/realworld_heads.csv): found within 10 % of the "

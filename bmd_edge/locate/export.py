@@ -69,3 +69,27 @@ def _stamp(onnx_path: Path, xml_path: Path, spec: LocatorSpec) -> None:
         ir.set_rt_info(json.dumps(spec.to_dict(), sort_keys=True), [SPEC_KEY])
         ov.save_model(ir, str(xml_path), compress_to_fp16=False)
         del ir
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+    """A training checkpoint (best.pt / last.pt) → fp32 ONNX + IR in out_dir, plus its
+    validation metrics as metrics.json (the hip-film threshold the benchmark applies)."""
+    import torch
+
+    from bmd_edge.locate.model import LocatorNet, LocatorNetConfig
+
+    ck = torch.load(Path(checkpoint), weights_only=True)
+    net = LocatorNet(LocatorNetConfig(**ck["net"]))
+    net.load_state_dict(ck["model"])
+    out = Path(out_dir)
+    paths = export_locator(net.eval(), LocatorSpec.from_dict(ck["spec"]), out)
+    (out / "metrics.json").write_text(json.dumps(ck["metrics"], indent=2))
+    return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m bmd_edge.locate.export CHECKPOINT OUT_DIR")
+    print(*export_checkpoint(sys.argv[1], sys.argv[2]))
