@@ -52,6 +52,9 @@ def main() -> None:
                          "(default: the step-1 synth manifest)")
     ap.add_argument("--reliability-cal-n", type=int, default=1500,
                     help="fresh clean cases per view for thresholds and interval tables")
+    ap.add_argument("--reliability-cal", type=Path, action="append", default=None,
+                    help="reuse clean calibration manifest(s) (hip and pelvis) instead of "
+                         "generating seeds 7001/7002")
     a = ap.parse_args()
     w = a.work
     man = w / "synth" / "manifest.csv"
@@ -79,14 +82,15 @@ def main() -> None:
     # cases): recalibrate the shipped interval on 800 fresh synthetic cases (seed 4242).
     subprocess.run([sys.executable, str(REPO / "calibration" / "recalibrate_interval.py")],
                    check=True, cwd=REPO)
-    reliability_step(w, a.reliability_stats or [man], a.reliability_cal_n)
+    reliability_step(w, a.reliability_stats or [man], a.reliability_cal_n, a.reliability_cal)
 
 
-def reliability_step(work: Path, stats: list[Path], n: int) -> None:
+def reliability_step(work: Path, stats: list[Path], n: int,
+                     reuse: list[Path] | None = None) -> None:
     """6b: shift statistics from the training cohort, thresholds and Mondrian tables from fresh
     clean hip and pelvis cohorts (seeds 7001/7002: not training 0, interval 4242, tests 12345)."""
-    cal = []
-    for view, seed in (("hip", 7001), ("pelvis", 7002)):
+    cal = [x for m in reuse or [] for x in ("--calibration", str(m))]
+    for view, seed in (() if reuse else (("hip", 7001), ("pelvis", 7002))):
         out = work / f"reliability_cal_{view}"
         if not (out / "manifest.csv").exists():
             sh("synth", "--n", str(n), "--out", str(out), "--seed", str(seed), "--size", "256",

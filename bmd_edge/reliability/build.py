@@ -201,3 +201,19 @@ def _img_raw(p: Any, case: tuple[Any, dict[str, Any], float]) -> tuple[np.ndarra
     rg = read_image(path)
     return preprocess(rg.pixels, p.spec, side=rec.get("side"), select=rec.get("select")), \
         rg.pixels
+
+
+def run_cases(predictor: Any, cases: Sequence[tuple[Any, dict[str, Any], float]], *,
+              transform: Callable[[Any, int], Any] | None = None,
+              drop: Sequence[str] = (), batch: int = 32) -> list[Any]:
+    """Predictions (force=True, so a refused case still returns, flagged) for benchmarks:
+    `transform(path, index)` gives the image actually fed; `drop` removes facts (e.g. side)."""
+    out: list[Any] = []
+    for i in range(0, len(cases), batch):
+        prepared = []
+        for k, (path, rec, _) in enumerate(cases[i:i + batch]):
+            facts = {f: v for f, v in rec.items() if f not in drop}
+            img = transform(path, i + k) if transform is not None else path
+            prepared.append(predictor.prepare(img, force=True, **facts))
+        out += predictor.infer(prepared)
+    return out
