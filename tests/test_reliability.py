@@ -192,6 +192,9 @@ def test_calibrated_bundle_flags_a_shift_widens_and_refuses_a_far_one(calibrated
             p.predict(wild, age=70, sex="F")
         forced = p.predict(wild, age=70, sex="F", force=True)
         assert forced.flagged and "refuse limit: forced" in " ".join(forced.warnings)
+        both = p.infer_each([p.prepare(img.astype(np.float32), age=70, sex="F"),
+                             p.prepare(wild, age=70, sex="F")])   # one refusal, one result
+        assert not isinstance(both[0], Exception) and isinstance(both[1], QualityGateError)
 
 
 def test_cli_json_and_batch_csv_carry_the_flag(calibrated: dict, tmp_path: Path) -> None:

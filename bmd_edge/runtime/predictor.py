@@ -245,7 +245,19 @@ class Predictor:
 
     # -- inference (thread-safe) --------------------------------------------------------------
     def infer(self, cases: Sequence[Prepared]) -> list[Prediction]:
-        """Run the runtime once on a stack of prepared cases and read out each result."""
+        """Run the runtime once on a stack of prepared cases and read out each result.
+
+        Raises the first case's error (e.g. a shift refusal); `infer_each` keeps them per case.
+        """
+        out = self.infer_each(cases)
+        for o in out:
+            if isinstance(o, BaseException):
+                raise o
+        return out  # type: ignore[return-value]
+
+    def infer_each(self, cases: Sequence[Prepared]) -> list[Prediction | InputError]:
+        """`infer`, but a case refused by the shift limit is its own QualityGateError in the
+        list instead of failing the whole batch (batch screening)."""
         if not cases:
             return []
         image = np.stack([c.image for c in cases])            # (B, 1, S, S)
@@ -255,8 +267,13 @@ class Predictor:
             bmd, att, emb = self.session.run_full(image, values, present)  # emb (B, D) | None
         else:
             (bmd, att), emb = self.session.run(image, values, present), None
-        return [self._readout(c, float(b), a, None if emb is None else emb[i])
-                for i, (c, b, a) in enumerate(zip(cases, bmd, att))]
+        out: list[Prediction | InputError] = []
+        for i, (c, b, a) in enumerate(zip(cases, bmd, att)):
+            try:
+                out.append(self._readout(c, float(b), a, None if emb is None else emb[i]))
+            except QualityGateError as err:
+                out.append(err)
+        return out
 
     def _readout(self, case: Prepared, bmd: float, att: np.ndarray,
                  embedding: np.ndarray | None = None) -> Prediction:

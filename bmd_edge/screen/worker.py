@@ -87,13 +87,16 @@ class ScreenWorker:
             row["backend"] = self.predictor.session.backend
         if ready:
             try:
-                preds = self.predictor.infer([p for _, p in ready])
+                preds = self.predictor.infer_each([p for _, p in ready])
             except BmdEdgeError as err:  # a runtime failure fails this batch, not the run
                 for row, p in ready:
                     R.fill_failed(row, type(err).__name__, str(err), p.inputs)
             else:
-                for (row, _), pred in zip(ready, preds):
-                    R.fill_ok(row, pred, self.cfg.include_ids)
+                for (row, p), pred in zip(ready, preds):
+                    if isinstance(pred, BmdEdgeError):  # refused (shift limit): this row only
+                        R.fill_failed(row, type(pred).__name__, str(pred), p.inputs)
+                    else:
+                        R.fill_ok(row, pred, self.cfg.include_ids)
         return out
 
     def _read(self, item: dict[str, Any]) -> tuple[Any, str]:
