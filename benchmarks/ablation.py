@@ -55,12 +55,18 @@ def progress_line(units: Sequence[dict], k: int, seeds: Sequence[int]) -> str:
 
 def summary_table(units: Sequence[dict]) -> list[str]:
     """Mean ± SD over all folds (of all seeds) per row, plus pooled out-of-fold R² per seed."""
-    from bmd_edge.training.metrics import all_metrics
     from bmd_edge.training.probe_cv import ROWS
 
+    return summary_table_rows(units, ROWS)
+
+
+def summary_table_rows(units: Sequence[dict], rows: Sequence[str] | None = None) -> list[str]:
+    from bmd_edge.training.metrics import all_metrics
+
+    rows = list(rows or dict.fromkeys(u["row"] for u in units))
     lines = ["| row | folds | " + " | ".join(m[1] for m in METRICS) + " | pooled OOF R² (per seed) |",
              "|---|---|" + "---|" * len(METRICS) + "---|"]
-    for row in ROWS:
+    for row in rows:
         us = [u for u in units if u["row"] == row]
         if not us:
             continue
@@ -339,6 +345,23 @@ def write_report(work: Path, started: float) -> None:
                   "that training folds overlap and is shown only to see what the correction does.", "",
                   "### Cross-attention vs concatenation, relative change (mean over folds)", "",
                   *relative_change_rows(us), ""]
+    fine = _units("n233_finetune")
+    if fine:
+        for u in fine:
+            u["_cohort"] = "n233"
+        base = [u for u in units_by.get("n233", []) if u["seed"] == 0]
+        ft_pairs = [("xattn/WSL1, fine-tuned", "image-only, fine-tuned"),
+                    ("xattn/WSL1, fine-tuned", "metadata-only"), ("xattn/WSL1, fine-tuned", "OLS"),
+                    ("image-only, fine-tuned", "image-only"), ("xattn/WSL1, fine-tuned", "xattn/WSL1")]
+        table, _ = paired_rows(fine + base, ft_pairs)
+        lines += ["## Fine-tuned rows (n = 233, CV seed 0 only, same ten folds)", "",
+                  "The encoder is trained end to end from the landmark-pretrained weights "
+                  "(`benchmarks/ablation_finetune.py`: augmentation on, WSL1, lr "
+                  f"{fine[0]['config'].get('lr')}, ≤ {fine[0]['config'].get('epochs')} epochs, "
+                  f"patience {fine[0]['config'].get('patience')}, early stopping on an inner split). "
+                  f"{len({u['fold'] for u in fine})}/10 folds done. Frozen-encoder rows of seed 0 "
+                  "for reference.", "", *summary_table_rows(fine + base), "",
+                  "Paired (same folds; one seed, so no spread over seeds):", "", *table, ""]
     if units_by:
         figs = plots(units_by, records_by)
         lines += ["## Figures", "", *(f"![{f}]({f})" for f in figs), ""]

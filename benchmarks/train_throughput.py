@@ -24,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.md"
 
 
 def ablation_config() -> TrainConfig:
-    """The small config benchmarks/ablation.py uses (kept here so both agree)."""
+    """The small config benchmarks/ablation_end_to_end.py uses (kept here so both agree)."""
     return resolve_config("cpu-fast", arch="resnet10t", image_size=96, d_model=64, n_heads=4,
                           n_layers=3, batch_size=32, lr=1e-3, epochs=6, patience=3,
                           warmup_epochs=0.5, workers=0, threads=1)
