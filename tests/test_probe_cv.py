@@ -83,3 +83,20 @@ def test_paired_differences_pair_the_same_seed_and_fold() -> None:
     d = paired_differences(units, "a", "b", "mae")
     assert [f for f, *_ in d[0]] == [0, 1, 2] and [f for f, *_ in d[1]] == [0, 1]
     assert all(x == pytest.approx(-0.05) for v in d.values() for _, x, _, _ in v)
+
+
+def test_positionwise_projection_keeps_where_a_feature_fires() -> None:
+    from bmd_edge.training.probe_cv import PositionwiseProjection
+
+    torch.manual_seed(0)
+    proj = PositionwiseProjection(channels=3, d_model=5, grid=2)
+    x = torch.randn(4, 3, 2, 2)
+    out = proj(x)
+    assert out.shape == (4, 5, 2, 2)
+    # the mean over tokens is one linear map of the flattened map (what a linear probe fits) ...
+    flat = x.flatten(2).transpose(1, 2).reshape(4, -1)  # (B, positions × channels)
+    w = proj.weight.reshape(-1, 5) / 4
+    torch.testing.assert_close(out.mean(dim=(2, 3)), flat @ w + proj.bias.mean(0))
+    # ... so moving a feature to another position changes it, unlike a shared 1×1 projection
+    moved = x.roll(1, dims=3)
+    assert not torch.allclose(proj(moved).mean(dim=(2, 3)), out.mean(dim=(2, 3)))
