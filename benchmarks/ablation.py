@@ -131,6 +131,45 @@ def paired_rows(units: Sequence[dict], pairs: Sequence[tuple[str, str]]) -> tupl
     return lines, records
 
 
+def late_fusion_rows(units: Sequence[dict], k: int) -> list[str]:
+    """Headroom check: a linear late fusion a·image-only + b·OLS + c, per test fold fitted on the
+    other folds' out-of-fold predictions (3 numbers; those models saw this fold in training, a
+    negligible leak for 3 coefficients). If it beats image-only, the fields carry information
+    beyond what the image row extracted, and a fused model *could* beat both."""
+    from sklearn.linear_model import LinearRegression
+
+    from bmd_edge.training.metrics import all_metrics
+
+    out = ["| seed | image-only R² | OLS R² | late fusion R² | late − image ΔR² | "
+           "late fusion MAE | xattn/WSL1 R² | concat/WSL1 R² |", "|---|---|---|---|---|---|---|---|"]
+    for seed in sorted({u["seed"] for u in units}):
+        pooled = {}
+        for row in ("image-only", "OLS", "xattn/WSL1", "concat/WSL1"):
+            su = [u for u in units if u["seed"] == seed and u["row"] == row]
+            if len(su) != k:
+                break
+            p = np.full(len(truth_of(su[0]["_cohort"])), np.nan)
+            fold = np.full(p.size, -1)
+            for u in su:
+                p[u["test_idx"]] = u["pred"]
+                fold[u["test_idx"]] = u["fold"]
+            pooled[row] = p
+        if len(pooled) < 4:
+            continue
+        y = truth_of(units[0]["_cohort"])
+        x = np.column_stack([pooled["image-only"], pooled["OLS"]])
+        late = np.empty_like(y)
+        for f in range(k):
+            tr, te = fold != f, fold == f
+            late[te] = LinearRegression().fit(x[tr], y[tr]).predict(x[te])
+        m = {name: all_metrics(y, p) for name, p in {**pooled, "late": late}.items()}
+        out.append(f"| {seed} | {m['image-only']['r2']:.3f} | {m['OLS']['r2']:.3f} | "
+                   f"{m['late']['r2']:.3f} | {m['late']['r2'] - m['image-only']['r2']:+.3f} | "
+                   f"{m['late']['mae']:.4f} | {m['xattn/WSL1']['r2']:.3f} | "
+                   f"{m['concat/WSL1']['r2']:.3f} |")
+    return out if len(out) > 2 else []
+
+
 def relative_change_rows(units: Sequence[dict]) -> list[str]:
     from bmd_edge.training.metrics import relative_change
 
@@ -351,6 +390,13 @@ def write_report(work: Path, started: float) -> None:
                   "that training folds overlap and is shown only to see what the correction does.", "",
                   "### Cross-attention vs concatenation, relative change (mean over folds)", "",
                   *relative_change_rows(us), ""]
+        late = late_fusion_rows(us, plan["k"])
+        if late:
+            lines += ["### Headroom: linear late fusion of image-only and OLS (pooled out of fold)",
+                      "", *late, "",
+                      "If the late fusion beats image-only, the clinical fields carry information "
+                      "the image row did not extract, so a fused model could beat both; the deep "
+                      "fused rows are then judged against that reachable gain.", ""]
     fine = _units("n233_finetune")
     if fine:
         for u in fine:
