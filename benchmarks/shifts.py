@@ -59,7 +59,7 @@ def _downscale(path: Path, i: int) -> np.ndarray:
 
 def _jpeg(path: Path, i: int) -> np.ndarray:
     px = np.round(_pixels(path) * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", px, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    _, buf = cv2.imencode(".jpg", px, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return (cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0)
 
 
@@ -116,7 +116,6 @@ def main() -> None:
         sides = [r["side"] for r in csv.DictReader(fh)][:a.n]
     left = [c for c, s in zip(hip, sides) if s == "left"]
     pelvis = manifest_cases(a.pelvis / "manifest.csv", a.n)
-    y_hip = np.array([c[2] for c in hip])
     runs = [("clean", hip, _plain, ()), ("noise 2 %", hip, _noise(0.02), ()),
             ("noise 4 %", hip, _noise(0.04), ()), ("gamma 0.8", hip, _gamma, ()),
             ("downscale ×½", hip, _downscale, ()), ("JPEG q85", hip, _jpeg, ()),

@@ -11,7 +11,7 @@ used for training or benchmarks) on which the flag threshold (≤ 5 % of clean c
 the per sex × tertile × view interval half-widths are chosen. --add-embedding first gives an
 older bundle's model files the `embedding` output (new exports have it). The bundle is
 re-stamped; the shipped default's digest must then be re-pinned (bmd_edge/bundle_trust.py).
-Policy and numbers: RELIABILITY.md §"Shift detection and conditional intervals".
+Policy and numbers: RELIABILITY.md §12 "Shift detection and conditional intervals".
 """
 
 from __future__ import annotations

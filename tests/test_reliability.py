@@ -164,7 +164,8 @@ def test_calibrated_bundle_flags_a_shift_widens_and_refuses_a_far_one(calibrated
 
     s = calibrated["summary"]
     assert s["clean_flagged_calibration"] <= 0.05
-    rows = list(csv.DictReader(open(calibrated["test"], encoding="utf-8")))
+    with open(calibrated["test"], encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     root = calibrated["test"].parent
     for backend in ("openvino", "onnxruntime"):
         p = Predictor.load(calibrated["bundle"], backend=backend)
@@ -223,7 +224,8 @@ def test_cli_json_and_batch_csv_carry_the_flag(calibrated: dict, tmp_path: Path)
     assert code == 2 and err.startswith("error:") and "refused" in err and "Traceback" not in err
     code, out, err = run_main(["predict", str(folder), "--age", "70", "--sex", "F",
                                "--model", b, "--out", str(tmp_path / "r.csv")])
-    rows = {r["source"]: r for r in csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8"))}
+    with open(tmp_path / "r.csv", encoding="utf-8") as fh:
+        rows = {r["source"]: r for r in csv.DictReader(fh)}
     assert rows["noisy.png"]["status"] == "ok" and "FLAGGED" in rows["noisy.png"]["warnings"]
     assert rows["wild.png"]["status"] == "failed" and "refused" in rows["wild.png"]["error"]
 

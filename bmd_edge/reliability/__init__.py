@@ -7,5 +7,5 @@ Two parts, both calibrated at bundle build time and applied by the runtime (torc
 - `mondrian`: split-conformal half-widths per sex × predicted-BMD tertile × view cell, so the
   90 % interval holds in each cell, not only on average.
 `section` is the typed bundle.json section; `fit` builds it from arrays (scikit-learn, build
-time only). Policy: RELIABILITY.md §"Shift detection and conditional intervals".
+time only). Policy: RELIABILITY.md §12 "Shift detection and conditional intervals".
 """

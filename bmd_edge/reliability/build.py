@@ -69,7 +69,7 @@ def collect(predictor: Any, cases: Sequence[tuple[Any, dict[str, Any], float]],
     acc = np.zeros((spec.size, spec.size), np.float64)
     for i in range(0, len(cases), batch):
         chunk = cases[i:i + batch]
-        prepared, raws = [], []
+        prepared = []
         for path, rec, _ in chunk:
             img = transform(path) if transform is not None else path
             p = predictor.prepare(img, force=True, **rec)
