@@ -130,24 +130,33 @@ class ClinicalSchema:
 class InputSpec:
     preprocess: PreprocessSpec       # the exact preprocessing the model was trained with
     schema: ClinicalSchema           # how clinical facts become `values` and `present`
+    crop: Any = None                 # locate.crop.CropSpec: the canonical neck crop the model
+    #                                  was trained on (None: whole film, `preprocess` only)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square `image` input: the crop's when the model reads crops."""
+        size = getattr(self.crop, "size", None) if self.crop is not None else None
+        return int(size) if isinstance(size, int) else self.preprocess.size
 
     @property
     def shapes(self) -> dict[str, list[Any]]:
         """The graph's input shapes, implied by the spec (the model files carry the same)."""
-        s, n = self.preprocess.size, len(self.schema.names)
+        s, n = self.image_size, len(self.schema.names)
         return {"image": ["batch", 1, s, s], "values": ["batch", n], "present": ["batch", n]}
 
     @classmethod
     def from_dict(cls, d: Any, p: str) -> InputSpec:
         d = F.obj(d, p)
-        F.keys(d, p, ("preprocess", "schema", "names", "shapes"))
+        F.keys(d, p, ("preprocess", "schema", "names", "shapes"), ("crop",))
         try:
             spec = PreprocessSpec.from_dict(F.obj(d["preprocess"], f"{p}.preprocess"))
         except BundleError:
             raise
         except Exception as err:  # noqa: BLE001 - InputError from the spec, or a bad type
             raise F.bad(f"{p}.preprocess", str(err)) from None
-        out = cls(spec, ClinicalSchema.from_dict(d["schema"], f"{p}.schema"))
+        crop = None if d.get("crop") is None else _crop_spec(d["crop"], f"{p}.crop")
+        out = cls(spec, ClinicalSchema.from_dict(d["schema"], f"{p}.schema"), crop)
         if d["names"] != INPUT_NAMES:
             raise F.bad(f"{p}.names", f"expected {INPUT_NAMES}")
         if d["shapes"] != out.shapes:
@@ -156,8 +165,25 @@ class InputSpec:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preprocess": self.preprocess.to_dict(), "schema": self.schema.to_dict(),
-                "names": list(INPUT_NAMES), "shapes": self.shapes}
+        d = {"preprocess": self.preprocess.to_dict(), "schema": self.schema.to_dict(),
+             "names": list(INPUT_NAMES), "shapes": self.shapes}
+        if self.crop is not None:
+            d["crop"] = json.loads(json.dumps(self.crop.to_dict()))
+        return d
+
+
+def _crop_spec(d: Any, p: str) -> Any:
+    """input.crop → locate.crop.CropSpec, with its errors as one bundle.json line."""
+    try:
+        from bmd_edge.locate.crop import CropSpec
+    except ImportError:
+        raise F.bad(p, "this bmd-edge cannot read a canonical-crop spec; upgrade bmd-edge") from None
+    try:
+        return CropSpec.from_dict(F.plain(F.obj(d, p), p))
+    except BundleError as err:
+        raise F.bad(p, str(err)) from None
+    except Exception as err:  # noqa: BLE001 - a bad type or value inside the spec
+        raise F.bad(p, str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -339,6 +365,66 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class LocatorSection:
+    """The hip locator that runs before the BMD model (issue #15): its files, its input spec,
+    the two thresholds `predict` applies, and where it came from. Optional: a bundle without it
+    still loads, and every prediction from it then carries a warning (runtime/pipeline.py)."""
+
+    name: str                        # e.g. hip-locator
+    version: str                     # the locator's own version (its training run)
+    spec: Any                        # locate.spec.LocatorSpec: letterbox size, stride, window
+    variants: Mapping[str, Variant]  # name → files (OpenVINO IR / ONNX, int8 and/or fp32)
+    hip_film_threshold: float        # is_hip_score below this: not a hip/pelvis film (refused)
+    head_threshold: float            # heatmap peak below this: no femoral head found there
+    metrics: Mapping[str, Any] = field(default_factory=dict)     # measured at export (free-form)
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # training data, run (free-form)
+
+    @classmethod
+    def from_dict(cls, d: Any, p: str) -> LocatorSection:
+        from bmd_edge.locate.spec import LocatorSpec
+
+        d = F.obj(d, p)
+        F.keys(d, p, ("name", "version", "spec", "variants", "hip_film_threshold",
+                      "head_threshold"), ("metrics", "provenance"))
+        try:
+            spec = LocatorSpec.from_dict(F.plain(F.obj(d["spec"], f"{p}.spec"), f"{p}.spec"))
+        except BundleError as err:
+            raise F.bad(f"{p}.spec", str(err)) from None
+        except (TypeError, ValueError) as err:
+            raise F.bad(f"{p}.spec", str(err)) from None
+        raw = F.obj(d["variants"], f"{p}.variants")
+        if not raw:
+            raise F.bad(f"{p}.variants", "a locator needs at least one file")
+        variants = {n: Variant.from_dict(n, v, f"{p}.variants.{n}") for n, v in raw.items()}
+        return cls(F.text(d, "name", p), F.text(d, "version", p), spec, variants,
+                   float(F.number(d, "hip_film_threshold", p, low=0, open_low=True, high=0.999)),
+                   float(F.number(d, "head_threshold", p, low=0, open_low=True, high=0.999)),
+                   F.plain(F.obj(d.get("metrics", {}), f"{p}.metrics"), f"{p}.metrics"),
+                   F.plain(F.obj(d.get("provenance", {}), f"{p}.provenance"), f"{p}.provenance"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "spec": self.spec.to_dict(),
+                "variants": {n: v.to_dict() for n, v in self.variants.items()},
+                "hip_film_threshold": self.hip_film_threshold,
+                "head_threshold": self.head_threshold,
+                "metrics": json.loads(json.dumps(self.metrics)),
+                "provenance": json.loads(json.dumps(self.provenance))}
+
+    def choose(self, backend: str, precision: str, available: tuple[str, ...]) -> Variant:
+        """The locator file to run beside a BMD variant: one `backend` can run, the same
+        precision first (int8 before fp32 otherwise), files exported for `backend` first."""
+        runnable = (".onnx",) if backend == "onnxruntime" else (".xml", ".onnx")
+        ranked = sorted((v for n, v in self.variants.items()
+                         if n in available and Path(v.file).suffix in runnable),
+                        key=lambda v: (v.precision != precision, v.precision != "int8",
+                                       v.runtime != backend, v.name))
+        if not ranked:
+            raise BundleError(f"bundle has no hip-locator file that {backend} can run; listed: "
+                              f"{', '.join(self.variants)}")
+        return ranked[0]
+
+
+@dataclass(frozen=True)
 class Signature:
     algorithm: str                   # ed25519
     public_key: str                  # 64 hex digits (raw Ed25519 public key)
@@ -375,6 +461,7 @@ class BundleMeta:
     files: Mapping[str, str] = field(default_factory=dict)  # file name → sha256 (all files)
     signature: Signature | None = None
     reliability: Any = None          # reliability.section.Reliability: shift policy, Mondrian
+    locator: LocatorSection | None = None   # the hip locator (absent in bundles before #15)
 
     @classmethod
     def from_dict(cls, d: Any) -> BundleMeta:
@@ -391,7 +478,7 @@ class BundleMeta:
                                           f"{FORMAT_VERSION!r}")
         F.keys(d, "", ("format_version", "model", "intended_use", "input", "output",
                        "references", "interval", "variants", "provenance", "files"),
-               ("signature", "reliability"))
+               ("signature", "reliability", "locator"))
         files = F.obj(d["files"], "files")
         checked_files = {F.rel_path(k, f"files.{k}"): F.digest(v, f"files.{k}")
                          for k, v in files.items()}
@@ -401,11 +488,21 @@ class BundleMeta:
         if not raw_variants:
             raise F.bad("variants", "a bundle needs at least one variant")
         variants = {n: Variant.from_dict(n, v, f"variants.{n}") for n, v in raw_variants.items()}
-        for v in variants.values():
+        locator = (None if d.get("locator") is None
+                   else LocatorSection.from_dict(d["locator"], "locator"))
+        listed = [(f"variants.{v.name}", v) for v in variants.values()] + (
+            [(f"locator.variants.{v.name}", v) for v in locator.variants.values()]
+            if locator is not None else [])
+        for where, v in listed:
             for i, f in enumerate(v.files):
                 if f not in checked_files:
-                    raise F.bad(f"variants.{v.name}.files[{i}]",
+                    raise F.bad(f"{where}.files[{i}]",
                                 f"{f!r} is not listed (with its sha256) in files")
+        if locator is not None:
+            shared = {f for v in variants.values() for f in v.files} & \
+                {f for v in locator.variants.values() for f in v.files}
+            if shared:
+                raise F.bad("locator.variants", f"{min(shared)!r} is also a BMD model file")
         meta = cls(
             model=ModelInfo.from_dict(d["model"], "model"),
             intended_use=F.text(d, "intended_use", ""),
@@ -418,7 +515,8 @@ class BundleMeta:
             files=checked_files,
             signature=None if d.get("signature") is None
             else Signature.from_dict(d["signature"], "signature"),
-            reliability=_reliability(d.get("reliability"), checked_files))
+            reliability=_reliability(d.get("reliability"), checked_files),
+            locator=locator)
         if meta.interval.variant and meta.interval.variant not in variants:
             raise F.bad("interval.variant", f"{meta.interval.variant!r} is not a variant")
         return meta
@@ -435,7 +533,10 @@ class BundleMeta:
             "output": self.output.to_dict(), "references": self.references.to_dict(),
             "interval": self.interval.to_dict(),
             "variants": {n: v.to_dict() for n, v in self.variants.items()},
-            "provenance": self.provenance.to_dict(), "files": dict(sorted(self.files.items()))}
+            "provenance": self.provenance.to_dict()}
+        if self.locator is not None:
+            d["locator"] = self.locator.to_dict()
+        d["files"] = dict(sorted(self.files.items()))
         if self.reliability is not None:
             d["reliability"] = self.reliability.to_dict()
         if self.signature is not None:
@@ -589,15 +690,46 @@ class Bundle:
     def verified_file(self, variant: str) -> Path:
         """The variant's main file, after hashing every file it uses and checking that the
         metadata embedded in the model equals bundle.json's. BundleError otherwise."""
-        from bmd_edge.bundle_embed import read_embedded
-
         if variant not in self.meta.variants:
             raise BundleError(f"variant {variant!r} is not in bundle {self.root}; available: "
                               f"{', '.join(self.meta.variants) or 'none'}")
         v = self.meta.variants[variant]
-        main = self.root / v.file
-        if variant in self._verified:
-            return main
+        if variant not in self._verified:
+            self._hash(v, embedded=True)
+            self._verified.add(variant)
+        return self.root / v.file
+
+    def locator_installed(self) -> tuple[str, ...]:
+        """Locator files present in this copy (empty when the bundle has no locator)."""
+        loc = self.meta.locator
+        if loc is None:
+            return ()
+        out = [n for n, v in loc.variants.items() if all((self.root / f).is_file() for f in v.files)]
+        for n, v in loc.variants.items():
+            if n not in out and not v.optional:
+                missing = next(f for f in v.files if not (self.root / f).is_file())
+                raise BundleError(f"missing file {missing} in bundle {self.root}; re-export the "
+                                  "bundle")
+        return tuple(out)
+
+    def verified_locator_file(self, backend: str, precision: str = "int8") -> tuple[Path, Variant]:
+        """The locator file to run with `backend` (precision preferred), after hashing every file
+        it uses against bundle.json. BundleError when the bundle has no locator."""
+        loc = self.meta.locator
+        if loc is None:
+            raise BundleError(f"bundle {self.root} has no hip locator")
+        v = loc.choose(backend, precision, self.locator_installed())
+        key = f"locator:{v.name}"
+        if key not in self._verified:
+            self._hash(v, embedded=False)
+            self._verified.add(key)
+        return self.root / v.file, v
+
+    def _hash(self, v: Variant, *, embedded: bool) -> None:
+        """Every file of `v` inside the folder and matching its sha256; with `embedded`, the
+        metadata inside the main file equal to bundle.json's (BMD model files carry it)."""
+        from bmd_edge.bundle_embed import read_embedded
+
         root = self.root.resolve()
         for f in v.files:
             p = self.root / f
@@ -608,21 +740,19 @@ class Bundle:
                 raise BundleError(_not_installed(v))
             # The main file is read whole (its embedded metadata is compared below); others,
             # such as a 12 MB .bin, are hashed through one small reused buffer.
-            data = p.read_bytes() if f == v.file else None
+            data = p.read_bytes() if embedded and f == v.file else None
             digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(p)
             if digest != self.meta.files[f]:
                 raise BundleError(f"checksum mismatch for file {f} in bundle {self.root}; the "
                                   "file changed after export — re-export the bundle")
             if data is not None:
-                embedded = read_embedded(p.suffix, data)
-                if embedded is None:
+                found = read_embedded(p.suffix, data)
+                if found is None:
                     raise BundleError(f"model file {f} in bundle {self.root} carries no bmd-edge "
                                       "metadata; re-export the bundle")
-                if embedded != self.meta.embedded_json:
+                if found != self.meta.embedded_json:
                     raise BundleError(f"the metadata inside {f} differs from {META_FILE} in "
                                       f"bundle {self.root}; they come from different exports")
-        self._verified.add(variant)
-        return main
 
     def verified_stats(self) -> Path | None:
         """The reliability statistics file after checking its sha256 (None: no shift section)."""

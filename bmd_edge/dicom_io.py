@@ -421,5 +421,7 @@ def _info(ds: Dataset) -> ImageInfo:
         laterality=_SIDES.get((side or "").upper()),
         view=_text(ds, "ViewPosition"),
         modality=_text(ds, "Modality"),
+        body_part=_text(ds, "BodyPartExamined"),
+        study_description=_text(ds, "StudyDescription"),
         patient_ids={k: v for k in IDENTIFYING_TAGS if (v := _text(ds, k)) is not None},
     )

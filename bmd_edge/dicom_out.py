@@ -71,6 +71,8 @@ class ResultUIDs:
     @classmethod
     def for_result(cls, source: Any, prediction: Any) -> ResultUIDs:
         model = (prediction.model_name, prediction.model_version, prediction.variant)
+        if getattr(prediction, "hip_film_score", None) is not None and prediction.hip:
+            model = (*model, prediction.hip)   # located hips: one result per hip
         sop, series = str(source.SOPInstanceUID), str(source.SeriesInstanceUID)
         return cls(sr_series=derived_uid("sr-series", series, *model),
                    sr_instance=derived_uid("sr", sop, *model),
@@ -115,6 +117,10 @@ def _with_type2(source: Any) -> Any:
     return ds
 
 
+# SNOMED CT laterality of the hip a result is about (an AP pelvis gives one SR per hip).
+_LATERALITY = {"left": ("7771000", "SCT", "Left"), "right": ("24028007", "SCT", "Right")}
+
+
 def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
     """The Comprehensive SR for one prediction (see the module docstring for the template)."""
     hd = _hd()
@@ -156,7 +162,9 @@ def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid("tracking", uids.sr_instance), identifier="femoral neck BMD"),
-        algorithm_id=algorithm, finding_sites=[hd.sr.FindingSite(anatomic_location=hip)],
+        algorithm_id=algorithm, finding_sites=[hd.sr.FindingSite(
+            anatomic_location=hip, laterality=_LATERALITY.get(getattr(p, "hip", None) or "")
+            and hd.sr.CodedConcept(*_LATERALITY[p.hip]))],
         measurements=measurements, qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
     texts = [("TREF", "T-score reference", p.t_reference),

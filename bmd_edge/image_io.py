@@ -51,6 +51,8 @@ class ImageInfo:
     laterality: str | None = None  # "left" | "right" from ImageLaterality / Laterality
     view: str | None = None  # e.g. "AP" (ViewPosition)
     modality: str | None = None  # e.g. "DX", "CR"
+    body_part: str | None = None  # DICOM BodyPartExamined, e.g. "HIP", "KNEE" (evidence: #15)
+    study_description: str | None = None  # DICOM StudyDescription (read for body-part words)
     # Identifying tags (PatientName, PatientID, ...). repr=False so they never reach a log line.
     patient_ids: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 

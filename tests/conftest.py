@@ -53,3 +53,29 @@ def _trust_the_tiny_test_key(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     _, pub = tiny_signing_key(tmp_path_factory.mktemp("tiny_key"))
     os.environ[TRUSTED_KEYS_ENV] = str(pub)
+
+
+def write_toy_png(path: Path, view: str = "hip", *, seed: int = 0, side: str = "left",
+                  h: int = 64, w: int = 56) -> Path:
+    """A toy film (bmd_edge/runtime/toy.py) as a 16-bit PNG: the tiny bundle's locator finds
+    its hip(s). view: "hip", "pelvis" or a toy other kind ("knee", "hand", ...)."""
+    import cv2
+    import numpy as np
+
+    from bmd_edge.runtime.toy import toy_hip_film, toy_other_film, toy_pelvis_film
+
+    if view == "hip":
+        img = toy_hip_film(h, w, side=side, seed=seed)[0]
+    elif view == "pelvis":
+        img = toy_pelvis_film(h, max(w, int(h * 1.7)), seed=seed)[0]
+    else:
+        img = toy_other_film(view, h, w, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.round(img * 65535).astype(np.uint16))
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_hip_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One toy hip film (PNG) for tests that run the tiny bundle end to end."""
+    return write_toy_png(tmp_path_factory.mktemp("toy") / "toy_hip.png")

@@ -251,12 +251,12 @@ def test_edit_after_signing_is_refused_even_with_allow_unsigned(
 
 
 def test_unsigned_runs_only_with_allow_unsigned_and_warns_every_time(
-        tiny: Path, tmp_path: Path, own_key: Any) -> None:
+        tiny: Path, tmp_path: Path, own_key: Any, toy_hip_png: Path) -> None:
     b = write_tiny_bundle(tmp_path / "unsigned", signed=False)
     _refused(b, "is not signed")
     runner = CliRunner()
     for _ in range(2):
-        res = runner.invoke(app, ["predict", str(SAMPLE), "--age", "70", "--sex", "F",
+        res = runner.invoke(app, ["predict", str(toy_hip_png), "--age", "70", "--sex", "F",
                                   "--model", str(b), "--allow-unsigned", "--json"])
         assert res.exit_code == 0, res.output
         assert any("--allow-unsigned" in w for w in json.loads(res.stdout)["warnings"])

@@ -47,12 +47,11 @@ def _switch_often() -> Iterator[None]:
 
 
 def _film(k: int, h: int = 72, w: int = 64) -> np.ndarray:
-    """A smooth, gate-passing film whose bright blob moves and grows with k."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    cx, cy, r = 12 + 3 * (k % 13), 14 + 4 * (k % 11), 30 + 9 * k
-    img = 0.15 + 0.35 * (x / (w - 1)) ** (1 + k % 3) + 0.45 * np.exp(
-        -((x - cx) ** 2 + (y - cy) ** 2) / r)
-    return np.clip(img, 0, 1).astype(np.float32)
+    """A toy hip (runtime/toy.py) whose head, neck and side change with k: every k its own BMD."""
+    from bmd_edge.runtime.toy import toy_hip_film
+
+    return toy_hip_film(h + 2 * (k % 5), w + 3 * (k % 4), side=("left", "right")[k % 2],
+                        seed=k)[0]
 
 
 def _cases(folder: Path, n: int) -> list[tuple[Path, dict[str, object]]]:

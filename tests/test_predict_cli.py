@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,23 @@ from typer.testing import CliRunner
 from bmd_edge.cli import app
 from bmd_edge.runtime.tiny import write_tiny_bundle
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld"
-HIP = REAL / "hip" / "normal-hip.jpg"
+
+
+def _toy_jpeg() -> Path:
+    """A toy hip film (runtime/toy.py) as an 8-bit JPEG: the tiny bundle's locator finds it."""
+    import tempfile
+
+    import numpy as np
+
+    from bmd_edge.runtime.toy import toy_hip_film
+
+    path = Path(tempfile.mkdtemp(prefix="bmd-edge-toy-")) / "normal-hip.jpg"
+    img = toy_hip_film(217, 256, side="left", seed=3)[0]
+    cv2.imwrite(str(path), np.round(img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+HIP = _toy_jpeg()
 PHI = {"PatientName": "Doe^Janet", "PatientID": "MRN-7731942", "PatientBirthDate": "19510304"}
 JSON_KEYS = {"schema_version", "source", "bmd_gcm2", "unit", "scale", "interval", "t_score",
              "t_reference", "z_score", "z_reference", "who_category", "screen_positive",
@@ -47,8 +63,8 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def dicom_hip(tmp_path_factory: pytest.TempPathFactory, realworld_dir: Path) -> Path:
-    """A real hip film wrapped as a DICOM with age, sex and identifying tags."""
+def dicom_hip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy hip film wrapped as a DICOM with age, sex and identifying tags."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -84,7 +100,6 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.realworld
 def test_predict_works_with_torch_blocked(bundle: Path) -> None:
     r = _run("predict", str(HIP), "--age", "70", "--sex", "F", "--weight-kg", "61",
              "--model", str(bundle), "--json")
@@ -107,7 +122,6 @@ def test_predict_works_with_torch_blocked(bundle: Path) -> None:
     assert probe.returncode != 0 and "torch is blocked" in probe.stderr
 
 
-@pytest.mark.realworld
 def test_human_output_has_the_read_out(bundle: Path) -> None:
     res = CliRunner().invoke(app, ["predict", str(HIP), "--age", "70", "--sex", "F",
                                    "--model", str(bundle), "--backend", "onnxruntime"])
@@ -155,7 +169,6 @@ def test_patient_identifiers_never_leak(bundle: Path, dicom_hip: Path, tmp_path:
     assert json.loads(shown.stdout)["patient_ids"]["PatientID"] == "MRN-7731942"
 
 
-@pytest.mark.realworld
 def test_batch_folder_with_a_corrupt_file(bundle: Path, tmp_path: Path, dicom_hip: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
@@ -184,7 +197,6 @@ def test_batch_folder_with_a_corrupt_file(bundle: Path, tmp_path: Path, dicom_hi
     assert strict.exit_code == 1 and "3 ok, 1 failed" in strict.stderr
 
 
-@pytest.mark.realworld
 def test_batch_interrupt_leaves_no_results(bundle: Path, tmp_path: Path) -> None:
     from bmd_edge.runtime.batch import items_from_directory, run_batch
     from bmd_edge.runtime.predictor import Predictor
@@ -209,13 +221,12 @@ def test_batch_interrupt_leaves_no_results(bundle: Path, tmp_path: Path) -> None
     assert len(list(csv.DictReader(out.open()))) == 5
 
 
-@pytest.mark.realworld
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["/no/such/hip.png", "--age", "70", "--sex", "F"], "does not exist"),
      ([str(HIP), "--age", "70", "--sex", "Q"], "sex = 'Q'"),
      ([str(HIP), "--age", "7", "--sex", "F"], "age_xray = 7"),
-     ([str(REAL / "hip"), "--age", "70", "--sex", "F"], "needs --out")],
+     ([str(HIP.parent), "--age", "70", "--sex", "F"], "needs --out")],
 )
 def test_cli_errors_are_one_line(bundle: Path, args: list[str], message: str) -> None:
     res = CliRunner().invoke(app, ["predict", *args, "--model", str(bundle)])
@@ -224,16 +235,19 @@ def test_cli_errors_are_one_line(bundle: Path, args: list[str], message: str) ->
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.output
 
 
-@pytest.mark.realworld
-def test_quality_gate_refusal_and_force(bundle: Path) -> None:
-    chest = REAL / "dicom" / "RG1_J2KI.dcm"
-    res = CliRunner().invoke(app, ["predict", str(chest), "--age", "70", "--sex", "F",
+def test_not_a_hip_refusal_and_force(bundle: Path, tmp_path: Path) -> None:
+    from conftest import write_toy_png
+
+    knee = write_toy_png(tmp_path / "knee.png", "knee", seed=1)
+    res = CliRunner().invoke(app, ["predict", str(knee), "--age", "70", "--sex", "F",
                                    "--model", str(bundle)])
-    assert res.exit_code == 2 and "chest film" in res.stderr
-    res = CliRunner().invoke(app, ["predict", str(chest), "--age", "70", "--sex", "F",
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert re.match(r"error: no hip found \(hip score 0\.\d\d < 0\.50\); use --force", res.stderr)
+    res = CliRunner().invoke(app, ["predict", str(knee), "--age", "70", "--sex", "F",
                                    "--model", str(bundle), "--force", "--json"])
     assert res.exit_code == 0
-    assert any("--force" in w for w in json.loads(res.stdout)["warnings"])
+    assert any("--force" in w and "no hip found" in w
+               for w in json.loads(res.stdout)["warnings"])
 
 
 def test_info_describes_the_bundle(bundle: Path) -> None:
@@ -245,7 +259,6 @@ def test_info_describes_the_bundle(bundle: Path) -> None:
     assert d["screening_threshold_gcm2"] == 0.899
 
 
-@pytest.mark.realworld
 def test_batch_manifest_uses_row_metadata(bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "h1.jpg").write_bytes(HIP.read_bytes())

@@ -1,4 +1,6 @@
-"""Quality gate: every real hip/pelvis film passes; chest film, noise, blank, photo are refused."""
+"""Quality gate: every real hip/pelvis film passes; noise, blank, photo, MR are refused.
+
+Whether a film shows a hip is the locator's job (tests/test_front_end.py), not this gate's."""
 
 from __future__ import annotations
 
@@ -28,12 +30,6 @@ def test_every_real_hip_film_passes(path: Path) -> None:
     report = check_quality(read_image(path))
     assert report.passed, report.failures
     assert report.warnings == ()
-
-
-@pytest.mark.realworld
-def test_chest_cr_is_refused() -> None:
-    with pytest.raises(QualityGateError, match="chest film"):
-        check_quality(read_image(REAL / "dicom" / "RG1_J2KI.dcm"))
 
 
 def _write(path: Path, img: np.ndarray) -> Path:
@@ -73,25 +69,37 @@ def test_blank_and_flat_frames_are_refused(tmp_path: Path) -> None:
         check_quality(read_image(_write(tmp_path / "low.png", low)))
 
 
-def test_extreme_aspect_is_refused_and_force_warns() -> None:
+def test_force_turns_a_refusal_into_a_warning() -> None:
+    noise = np.random.default_rng(2).random((64, 64)).astype(np.float32)
+
+    class Rg:  # a Radiograph-like object: the gate only reads .pixels and .warnings
+        pixels = noise
+        warnings: tuple[str, ...] = ()
+
+    with pytest.raises(QualityGateError, match="noise"):
+        check_quality(Rg())
+    report = check_quality(Rg(), force=True)
+    assert not report.passed and "noise" in report.warnings[0] and "--force" in report.warnings[0]
+
+
+def test_wide_films_and_chest_layouts_are_not_the_gates_business() -> None:
+    """The hand-set aspect-ratio and chest-layout checks are gone: the locator judges anatomy
+    (a full-length film 6:1 wide reaches it; tests/test_front_end.py shows it refused)."""
     y, x = np.mgrid[0:64, 0:400].astype(np.float32)
     strip = np.clip(0.5 + 0.4 * np.sin(x / 40) * np.cos(y / 20), 0, 1).astype(np.float32)
 
-    class Rg:  # a Radiograph-like object: the gate only reads .pixels and .warnings
+    class Rg:
         pixels = strip
         warnings: tuple[str, ...] = ()
 
-    with pytest.raises(QualityGateError, match="aspect ratio 6.2:1"):
-        check_quality(Rg())
-    report = check_quality(Rg(), force=True)
-    assert not report.passed and "aspect" in report.warnings[0] and "--force" in report.warnings[0]
+    assert check_quality(Rg()).passed
+    assert set(measure(strip)) == {"range", "colour_fraction", "smoothness"}
 
 
 def test_thresholds_hand_features() -> None:
-    ok = {"range": 0.5, "aspect": 1.2, "colour_fraction": 0.03, "smoothness": 0.9,
-          "chest_score": -0.1}
+    ok = {"range": 0.5, "colour_fraction": 0.03, "smoothness": 0.9}
     assert evaluate(ok) == []
-    assert len(evaluate({**ok, "chest_score": 0.3, "colour_fraction": 0.5})) == 2
+    assert len(evaluate({**ok, "smoothness": 0.3, "colour_fraction": 0.5})) == 2
     note = "RGB converted to grayscale (colour in 3.54% of pixels)"
     assert colour_fraction((Warn("colour-converted", "image", "0.0354", note),)) == \
         pytest.approx(0.0354)

@@ -25,13 +25,12 @@ SIZE = 48
 
 
 def _film(rng: np.random.Generator, h: int = 64, w: int = 56) -> np.ndarray:
-    """A smooth film with a few bright blobs and mild noise (passes the quality gate)."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = 0.15 + 0.3 * (x / (w - 1)) ** rng.uniform(1, 2)
-    for _ in range(3):
-        cx, cy, r = rng.uniform(10, w - 10), rng.uniform(10, h - 10), rng.uniform(20, 80)
-        img += 0.25 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r)
-    img += rng.normal(0, 0.004, img.shape).astype(np.float32)
+    """A toy hip (runtime/toy.py: the tiny bundle's locator finds it) with mild noise."""
+    from bmd_edge.runtime.toy import toy_hip_film
+
+    img = toy_hip_film(h, w, side=("left", "right")[int(rng.integers(2))],
+                       seed=int(rng.integers(1 << 30)))[0]
+    img = img + rng.normal(0, 0.004, img.shape).astype(np.float32)
     return np.clip(img, 0.01, 0.99).astype(np.float32)
 
 

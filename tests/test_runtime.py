@@ -25,10 +25,10 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _image() -> np.ndarray:
-    """A smooth 48×40 ramp with a bright blob: passes the gate, no randomness."""
-    y, x = np.mgrid[0:40, 0:48].astype(np.float32)
-    img = 0.2 + 0.5 * x / 47 + 0.3 * np.exp(-((x - 20) ** 2 + (y - 18) ** 2) / 60)
-    return np.clip(img, 0, 1).astype(np.float32)
+    """A 40×48 toy hip (runtime/toy.py): the tiny locator finds it, no randomness."""
+    from bmd_edge.runtime.toy import toy_hip_film
+
+    return toy_hip_film(40, 48, side="left", seed=0)[0]
 
 
 def test_api_round_trip_matches_hand_computation(bundle_dir: Path) -> None:

@@ -25,10 +25,23 @@ key is renamed or removed, never when one is added):
                      clean case; null when the bundle has no shift statistics), whether it
                      passed the bundle's flag limit, and the Mondrian interval cell used
                      (e.g. "F/hip/low"; null: the bundle's single half-width)
+    hip              patient side of the reported hip ("left" | "right" | null): with two hips
+                     (an AP pelvis) the one with the lower BMD, as a DXA dual-femur report
+                     diagnoses on the lower side; bmd_gcm2 … screen_positive above are its values
+    laterality_source  where `hip` came from: "dicom" (ImageLaterality/Laterality of a
+                     single-hip film), "display-convention" (patient's right on the viewer's
+                     left), "--side" (no hip located: bundle without locator, or --force), "unknown"
+    hip_film_score   the locator's 0-1 "hip or pelvis radiograph" score (null: no locator)
+    hips             one object per hip estimated, image-left first: {hip, laterality_source,
+                     side_in_image (the side of the film its shaft lies on), bmd_gcm2, interval,
+                     t_score, z_score, who_category, screen_positive, field_attention,
+                     located: {confidence, head_xy [x, y], head_r, neck_angle_deg,
+                     roi {xy, len, width, angle_deg}} in original-image pixels, or null}
     patient_ids      only with --include-ids: DICOM identifying tags
 
 Batch mode (IMAGE is a folder or a manifest .csv, with --out results.csv) writes one row per
-image with the columns in `bmd_edge.runtime.batch.RESULT_COLUMNS`.
+hip (an AP pelvis: two rows, `hip` left and right; a failed image: one row) with the columns in
+`bmd_edge.runtime.batch.RESULT_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -87,9 +100,11 @@ def predict(
     alcohol: Annotated[Optional[float], typer.Option(help="Alcohol, UK units/week.")] = None,
     activity: Annotated[Optional[float], typer.Option(help="Activity score 0-10.")] = None,
     diet: Annotated[Optional[float], typer.Option(help="Diet quality score 0-10.")] = None,
-    side: Annotated[Optional[Side], typer.Option(help="Which hip the image shows.")] = None,
+    side: Annotated[Optional[Side], typer.Option(
+        help="Which hip you expect (checked against the DICOM tag or display convention; a "
+             "conflict is a warning, the crop never depends on it).")] = None,
     select: Annotated[Optional[Side], typer.Option(
-        help="Pelvis view: crop this hip (patient's side) first.")] = None,
+        help="Pelvis view: report only this hip (patient's side).")] = None,
     model: Annotated[Optional[Path], typer.Option(
         help="Bundle folder (default: the shipped bundle).")] = None,
     backend: Annotated[Backend, typer.Option(help="Inference runtime.")] = Backend.openvino,
@@ -101,8 +116,8 @@ def predict(
     report: Annotated[Optional[Path], typer.Option(help="Also write a PNG report here.")] = None,
     include_ids: Annotated[bool, typer.Option(
         "--include-ids", help="Show DICOM patient identifiers (hidden by default).")] = False,
-    force: Annotated[bool, typer.Option(help="Run even if the quality gate refuses the image "
-                                             "(with a warning).")] = False,
+    force: Annotated[bool, typer.Option(help="Run even if the quality gate or the hip locator "
+                                             "refuses the image (with a warning).")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Batch mode: results CSV.")] = None,
     strict: Annotated[bool, typer.Option(help="Batch mode: exit 1 if any image failed.")] = False,
     dicom_out: Annotated[Optional[Path], typer.Option(
@@ -171,14 +186,17 @@ def predict(
         prepared = predictor.prepare(image, force=force, **fields)
         result = predictor.infer([prepared])[0]
         if report is not None:
+            from bmd_edge.image_io import read_image
             from bmd_edge.runtime.output_files import PNG_MAGIC, atomic_output
             from bmd_edge.runtime.report import write_report
 
+            film = read_image(image).pixels   # the located heads are drawn on the film itself
             # Complete or absent, never half a picture; locked like --out.
             with atomic_output(report, "--report", PNG_MAGIC, suffix=".png") as tmp:
                 try:
                     write_report(result, prepared.image, tmp, references=predictor.references,
-                                 patient_ids=result.patient_ids if include_ids else None)
+                                 patient_ids=result.patient_ids if include_ids else None,
+                                 film=film)
                 except OSError as err:
                     raise InputError(f"cannot write --report {report}: "
                                      f"{err.strerror or err}") from None
@@ -186,8 +204,9 @@ def predict(
             from bmd_edge.dicom_out import write_results
 
             try:
-                write_results(result, source_header, dicom_out, model_input=prepared.image,
-                              references=predictor.references)
+                for k, one in enumerate(result.per_hip()):   # one SR (and SC) per hip
+                    write_results(one, source_header, dicom_out,
+                                  model_input=prepared.images[k], references=predictor.references)
             except OSError as err:
                 raise InputError(f"cannot write --dicom-out {dicom_out}: "
                                  f"{err.strerror or err}") from None
@@ -213,11 +232,17 @@ def _print(p: Any, *, include_ids: bool, report: Path | None) -> None:
     if p.interval is not None:
         iv = f"  ({p.interval[2]:.0%} interval {p.interval[0]:.3f}–{p.interval[1]:.3f})"
     t.add_row("Femoral-neck BMD", f"[bold]{p.bmd_gcm2:.3f} g/cm²[/bold] (GE Lunar){iv}")
+    t.add_row("Hip", _hip_line(p))
     t.add_row("T-score", f"{p.t_score:+.1f}  [dim]vs {p.t_reference}[/dim]")
     z = "n/a" if p.z_score is None else f"{p.z_score:+.1f}"
     t.add_row("Z-score", f"{z}  [dim]vs {p.z_reference}, age {p.inputs.get('age_xray', '?'):g}, "
                          f"{p.inputs.get('sex', '?')}[/dim]")
     colour = {"normal": "green", "osteopenia": "yellow", "osteoporosis": "red"}[p.who_category]
+    if len(p.hips) > 1:
+        for h in p.hips:
+            hz = "n/a" if h.z_score is None else f"{h.z_score:+.1f}"
+            t.add_row(f"  {h.hip or '?'} hip", f"{h.bmd_gcm2:.3f} g/cm²  T {h.t_score:+.1f}  "
+                                               f"Z {hz}  {h.who_category}")
     t.add_row("WHO category", f"[{colour}]{p.who_category}[/{colour}]")
     flag = ("[red]POSITIVE[/red] (BMD below" if p.screen_positive else "negative (BMD at or above")
     t.add_row("Low-BMD screen", f"{flag} {p.threshold_gcm2} g/cm², T-score −1)")
@@ -235,6 +260,22 @@ def _print(p: Any, *, include_ids: bool, report: Path | None) -> None:
         con.print(f"[dim]Intended use: {p.intended_use}[/dim]")
     for w in p.warnings:
         con.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _hip_line(p: Any) -> str:
+    """Which hip the numbers are about, how its side is known and how it was found."""
+    source = {"dicom": "DICOM laterality", "display-convention":
+              "display convention: patient's right on the viewer's left",
+              "--side": "--side", "unknown": "side unknown"}.get(p.laterality_source,
+                                                                 p.laterality_source)
+    found = ""
+    if p.hip_film_score is not None:
+        conf = [h.found.confidence for h in p.hips if h.found is not None]
+        found = (f"; located, head confidence {min(conf):.2f}" if conf else "; not located")
+    side = p.hip or "unknown"
+    if len(p.hips) > 1:
+        side = f"{side} (the lower of {len(p.hips)} hips found)"
+    return f"{side} [dim]({source}{found})[/dim]"
 
 
 def _run_batch(predictor: Any, source: Path, out: Path, fields: dict[str, Any], *,
@@ -310,6 +351,12 @@ def info(
             "screening_threshold_gcm2": m.references.screening_threshold_gcm2,
             "t_reference": refs_name(m, "t"), "z_reference": refs_name(m, "z"),
             "preprocess": m.input.preprocess.to_dict(), "versions": dict(m.provenance.versions),
+            "locator": None if m.locator is None else {
+                "name": m.locator.name, "version": m.locator.version,
+                "hip_film_threshold": m.locator.hip_film_threshold,
+                "head_threshold": m.locator.head_threshold,
+                "installed": list(b.locator_installed())},
+            "crop": None if m.input.crop is None else m.input.crop.to_dict(),
         }
         if json_out:
             typer.echo(json.dumps(summary, ensure_ascii=False))
@@ -339,6 +386,12 @@ def info(
         con.print(f"Screening threshold: {m.references.screening_threshold_gcm2:g} g/cm²")
         con.print(f"T-score reference: {summary['t_reference']}")
         con.print(f"Z-score reference: {summary['z_reference']}")
+        loc = m.locator
+        con.print("Hip locator: " + (
+            "none (a bundle from before issue #15: predict warns on every result)" if loc is None
+            else f"{loc.name} {loc.version} (hip-film score ≥ {loc.hip_film_threshold:.2f}, "
+                 f"head confidence ≥ {loc.head_threshold:.2f}; "
+                 f"{', '.join(b.locator_installed()) or 'no files installed'})"))
     except BmdEdgeError as err:
         raise _fail(err) from None
     finally:

@@ -35,12 +35,17 @@ class Letterbox:
         return n / self.scale
 
 
-def window(pixels: np.ndarray, spec: LocatorSpec) -> np.ndarray:
-    """Percentile window to [0, 1] (float32); a flat image stays flat (zeros)."""
+def _limits(pixels: np.ndarray, spec: LocatorSpec) -> tuple[float, float]:
     step = max(1, int(np.sqrt(pixels.size / 65536)))
     lo, hi = np.percentile(pixels[::step, ::step], (spec.low_pct, spec.high_pct))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError("image contains NaN or infinite pixels; cannot locate a hip")
+    return float(lo), float(hi)
+
+
+def window(pixels: np.ndarray, spec: LocatorSpec) -> np.ndarray:
+    """Percentile window to [0, 1] (float32); a flat image stays flat (zeros)."""
+    lo, hi = _limits(pixels, spec)
     if hi <= lo:
         return np.zeros(pixels.shape, np.float32)
     return np.clip((pixels.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
@@ -55,8 +60,15 @@ def letterbox(pixels: np.ndarray, spec: LocatorSpec) -> tuple[np.ndarray, Letter
     s = spec.size
     scale = s / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    img = window(pixels, spec)
-    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if scale < 1:
+        # Shrink first, window the small copy: the same window (percentiles of the full film,
+        # strided) without two full-size float copies of a 100-megapixel film.
+        lo, hi = _limits(pixels, spec)
+        small = cv2.resize(np.asarray(pixels, np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
+        img = (np.zeros(small.shape, np.float32) if hi <= lo
+               else np.clip((small - lo) / (hi - lo), 0.0, 1.0))
+    else:
+        img = cv2.resize(window(pixels, spec), (nw, nh), interpolation=cv2.INTER_LINEAR)
     px, py = (s - nw) // 2, (s - nh) // 2
     out = np.zeros((s, s), np.float32)
     out[py:py + nh, px:px + nw] = img

@@ -28,9 +28,9 @@ from bmd_edge.runtime import output_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 RESULT_COLUMNS = (
-    "source", "status", "error", "bmd_gcm2", "interval_low", "interval_high", "coverage",
+    "source", "hip", "status", "error", "bmd_gcm2", "interval_low", "interval_high", "coverage",
     "t_score", "z_score", "who_category", "screen_positive", "top_fields", "age", "sex",
-    "model", "backend", "precision", "warnings",
+    "model", "backend", "precision", "warnings", "laterality_source", "hip_film_score",
 )
 ID_COLUMNS = ("patient_id", "dicom_patient_ids")
 
@@ -141,7 +141,9 @@ def _row(item: BatchItem, pred: Any = None, error: str | None = None,
             top_fields=";".join(n for n, _ in pred.field_attention[:3]),
             age=pred.inputs.get("age_xray", ""), sex=pred.inputs.get("sex", ""),
             model=f"{pred.model_name} {pred.model_version}", backend=pred.backend,
-            precision=pred.precision, warnings=" | ".join(pred.warnings))
+            precision=pred.precision, warnings=" | ".join(pred.warnings),
+            hip=pred.hip or "", laterality_source=pred.laterality_source,
+            hip_film_score="" if pred.hip_film_score is None else f"{pred.hip_film_score:.3f}")
         if pred.interval is not None:
             row.update(interval_low=f"{pred.interval[0]:.4f}",
                        interval_high=f"{pred.interval[1]:.4f}", coverage=pred.interval[2])
@@ -282,12 +284,13 @@ def _run(predictor: Any, items: Sequence[BatchItem], out: Path, tmp: Path,
                 if isinstance(result, str) or result is None:
                     fail(item, result or "no result")
                     continue
-                try:
-                    row = _row(item, result, include_ids=include_ids)
+                try:   # one row per hip: an AP pelvis gives two
+                    rows = [_row(item, one, include_ids=include_ids) for one in result.per_hip()]
                 except Exception as err:  # noqa: BLE001 - a result we cannot write is a row
                     fail(item, row_reason(err))
                     continue
-                write(row)
+                for row in rows:
+                    write(row)
                 n_ok += 1
             if progress:
                 progress(len(batch))

@@ -41,7 +41,7 @@ def evaluate_bundle(bundle: str | Path | None, manifest: str | Path, out_dir: st
         # force=True: a case the quality gate would refuse is still scored, and counted, so the
         # metrics cover the whole manifest (as the interval-coverage benchmark does).
         pc = p.prepare(c.image, age=age, side=c.side, select=c.select, force=True, **facts)
-        gated += any("quality gate overridden" in w for w in pc.warnings)
+        gated += any("overridden with --force" in w for w in pc.warnings)
         prepared.append(pc)
     out = []
     for i in range(0, len(prepared), batch_size):

@@ -1,24 +1,24 @@
 """Input quality gate: refuse inputs that are clearly not a hip/pelvis radiograph.
 
 Why: the model returns a number for any array, and a confident BMD for a holiday photo or a
-chest film is worse than no answer. The gate is cheap (one 64×64 area-resize plus a few means,
+noise frame is worse than no answer. The gate is cheap (one 64×64 area-resize plus a few means,
 ~1 ms) and deliberately coarse — it catches gross mistakes, it does not judge image quality.
 
 Checks, each a named feature with a threshold calibrated on the real hip/pelvis files in
-shared/realworld/hip (all pass), the NEMA chest CR RG1 (refused), random noise and a colour photo:
+shared/realworld/hip (all pass), random noise and a colour photo:
 
 - blank:      robust intensity range (p99.5 − p0.5) < 0.03, i.e. a near-constant frame.
 - low_range:  robust range < 0.12 (real hip films: ≥ 0.33): a washed-out, unwindowed frame.
-- aspect:     long side / short side > 2.5 (hip and pelvis films: ≤ 1.6).
 - colour:     the reader's "colour in X% of pixels" note > 20 % (annotated X-rays: ≤ 4 %).
 - noise:      neighbouring-pixel correlation on the 64×64 thumbnail < 0.5 (radiographs ≥ 0.87,
               white noise ≈ 0): no anatomical structure at all.
 - modality:   a DICOM whose Modality tag names a cross-sectional or non-X-ray study (CT, MR, NM,
               PT, US, …): a slice is not a projection radiograph, whatever its pixels look like
               (the MR files in shared/realworld/dicom passed every pixel check and got a BMD).
-- chest:      chest-film layout: a bright mediastinum between two dark lung fields AND a bright
-              abdomen below them; score = min(centre − brighter lung, abdomen − brighter lung)
-              > 0.15 (RG1 chest: 0.35; hip/pelvis files: ≤ −0.02).
+
+Whether the film shows a hip at all is not a threshold's job: the learned hip locator decides
+(`runtime/front_end.py`, issue #15). It replaced the hand-set aspect-ratio and chest-layout
+checks that used to live here (38 of 44 real non-hip films got a BMD past them).
 
 `check_quality(radiograph, force=False)` raises QualityGateError (exit 2) naming the failed
 checks, or with `force=True` returns them as warnings.
@@ -39,10 +39,8 @@ from bmd_edge.errors import QualityGateError
 class GateThresholds:
     min_range_blank: float = 0.03    # robust range below this: a blank frame
     min_range: float = 0.12          # robust range below this: too little contrast to read
-    max_aspect: float = 2.5          # long/short side above this: not a hip or pelvis film
     max_colour_fraction: float = 0.20  # coloured-pixel share above this: a photograph
     min_smoothness: float = 0.5      # thumbnail lag-1 correlation below this: noise
-    max_chest_score: float = 0.15    # chest layout score above this: a chest film
 
 
 @dataclass(frozen=True)
@@ -85,18 +83,10 @@ def measure(pixels: np.ndarray, warnings: tuple[str, ...] = ()) -> dict[str, flo
     a, b = t[:, :-1].ravel(), t[:, 1:].ravel()
     smooth = float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 1.0
 
-    def region(y0: float, y1: float, x0: float, x1: float) -> float:
-        return float(t[int(y0 * _THUMB):int(y1 * _THUMB), int(x0 * _THUMB):int(x1 * _THUMB)].mean())
-
-    lung = max(region(0.15, 0.55, 0.20, 0.38), region(0.15, 0.55, 0.62, 0.80))
-    centre = region(0.15, 0.55, 0.44, 0.56)
-    abdomen = region(0.75, 0.95, 0.20, 0.80)
     return {
         "range": rng,
-        "aspect": float(max(h, w) / max(1, min(h, w))),
         "colour_fraction": colour_fraction(warnings),
         "smoothness": smooth,
-        "chest_score": min(centre - lung, abdomen - lung),
     }
 
 
@@ -109,18 +99,12 @@ def evaluate(features: dict[str, float], th: GateThresholds = GateThresholds()) 
                      f"need >= {th.min_range})")
     elif f["range"] < th.min_range:
         fails.append(f"tiny dynamic range ({f['range']:.3f}, need >= {th.min_range})")
-    if f["aspect"] > th.max_aspect:
-        fails.append(f"extreme aspect ratio {f['aspect']:.1f}:1 (hip/pelvis films are at most "
-                     f"{th.max_aspect}:1)")
     if f["colour_fraction"] > th.max_colour_fraction:
         fails.append(f"colour image ({100 * f['colour_fraction']:.0f}% coloured pixels; an X-ray "
                      f"has at most {100 * th.max_colour_fraction:.0f}%, e.g. annotations)")
     if f["range"] >= th.min_range_blank and f["smoothness"] < th.min_smoothness:
         fails.append(f"no anatomical structure, looks like noise (smoothness "
                      f"{f['smoothness']:.2f}, need >= {th.min_smoothness})")
-    if f["chest_score"] > th.max_chest_score:
-        fails.append(f"looks like a chest film (lung-field layout score {f['chest_score']:.2f}, "
-                     f"hip/pelvis films score <= {th.max_chest_score})")
     return fails
 
 

@@ -1,6 +1,8 @@
 """The one-page PNG for a person: what the model saw, where the BMD sits, what weighed most.
 
-Three panels: (1) the preprocessed radiograph exactly as the model received it, (2) the BMD on
+Three panels: (1) the radiograph with every located femoral head (circle) and femoral-neck ROI
+(box) drawn on it and labelled with the hip's side and BMD — or, when nothing was located, the
+preprocessed input exactly as the model received it, (2) the BMD on
 a T-score scale with the WHO bands, the prediction interval and the 0.899 g/cm² screening line,
 (3) field-attention bars for the clinical facts that were given. matplotlib is optional (the
 [plot] extra) and imported only here, with the Agg backend (no display needed). No patient
@@ -34,10 +36,38 @@ def _pyplot() -> Any:
     return plt
 
 
+def _draw_located(ax: Any, film: np.ndarray, hips: list[Any]) -> None:
+    """The film with each located head (circle), neck ROI (rotated box) and its BMD."""
+    import matplotlib.patches as mpatches
+
+    step = max(1, max(film.shape) // 1024)   # a 3000-px film is drawn from a 1024-px view
+    ax.imshow(film[::step, ::step], cmap="gray", extent=(-0.5, film.shape[1] - 0.5,
+                                                          film.shape[0] - 0.5, -0.5))
+    for h in hips:
+        f = h.found
+        ax.add_patch(mpatches.Circle(f.head_xy, f.head_r, fill=False, color="#00d0ff", lw=1.2))
+        a = np.radians(f.roi_angle_deg)
+        along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+        corner = (np.asarray(f.roi_xy) - along * f.roi_len / 2 - across * f.roi_width / 2)
+        ax.add_patch(mpatches.Rectangle(tuple(corner), f.roi_len, f.roi_width,
+                                        angle=float(f.roi_angle_deg), fill=False,
+                                        color="#ffb000", lw=1.2))
+        crop = getattr(h, "crop", None)
+        if crop is not None and hasattr(crop, "film_corners"):   # the region the model read
+            ax.add_patch(mpatches.Polygon(crop.film_corners(), closed=True, fill=False,
+                                          color="#7CFC00", lw=0.8, ls="--"))
+        ax.text(f.head_xy[0], f.head_xy[1] - 1.6 * f.head_r,
+                f"{h.hip or '?'}: {h.bmd_gcm2:.3f}", color="white", fontsize=7, ha="center",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})
+    ax.set_title("located hip(s): head ○, neck ROI □", fontsize=9)
+
+
 def write_report(prediction: Any, image: np.ndarray, out: str | Path, *,
                  references: Mapping[str, Any] | None = None,
-                 patient_ids: Mapping[str, str] | None = None) -> Path:
-    """Draw the report for `prediction` with its preprocessed `image` (1,S,S or S,S) to `out`."""
+                 patient_ids: Mapping[str, str] | None = None,
+                 film: np.ndarray | None = None) -> Path:
+    """Draw the report for `prediction` with its preprocessed `image` (1,S,S or S,S) to `out`;
+    `film` (the read radiograph, H×W) is drawn with the located hips when they were located."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--report {out.name} must end in .png")
@@ -48,8 +78,12 @@ def write_report(prediction: Any, image: np.ndarray, out: str | Path, *,
     gs = fig.add_gridspec(1, 3, width_ratios=(1.0, 1.5, 1.2), wspace=0.35)
 
     ax = fig.add_subplot(gs[0])
-    ax.imshow(img, cmap="gray")
-    ax.set_title("model input (preprocessed)", fontsize=9)
+    located = [h for h in getattr(p, "hips", ()) if h.found is not None]
+    if film is not None and located:
+        _draw_located(ax, np.asarray(film, np.float32), located)
+    else:
+        ax.imshow(img, cmap="gray")
+        ax.set_title("model input (preprocessed)", fontsize=9)
     ax.axis("off")
 
     ax = fig.add_subplot(gs[1])

@@ -10,6 +10,10 @@ embedding (B,F+1)) and a closed form a test can compute by hand:
     embedding       = [values_f · present_f for f] ‖ mean(image)
 
 Needs the `onnx` package (the [train] extra), imported inside the function.
+
+The tiny bundle also carries a tiny *trained* hip locator (`tiny_locator.onnx` beside this
+module, made by `python -m bmd_edge.locate.tiny`, trained on the toy films of `runtime/toy.py`):
+tests run the real locate → refuse / per-hip path on toy films.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ TINY_W = np.linspace(-0.02, 0.03, 10).astype(np.float32)  # per-field weight on 
 TINY_A = np.linspace(0.5, 1.5, 10).astype(np.float32)     # per-field attention logit scale
 TINY_BIAS = 0.85
 TINY_IMAGE_GAIN = 0.1
+TINY_LOCATOR = Path(__file__).with_name("tiny_locator.onnx")
+TINY_HIP_FILM_THRESHOLD = 0.5    # toy non-hips score < 0.05, toy hips > 0.95 (metrics file)
+TINY_HEAD_THRESHOLD = 0.3
 
 
 def tiny_reference(image: np.ndarray, values: np.ndarray,
@@ -139,9 +146,45 @@ def finish_test_bundle(stage: Path, meta: Any, out: str | Path, signed: bool = T
                             sign_key=tiny_signing_key(keys)[0])
 
 
+def add_tiny_locator(stage: Path, meta: Any) -> Any:
+    """Copy the tiny trained locator into `stage` as ONNX and OpenVINO IR (torch-free: OpenVINO
+    reads the ONNX) and return `meta` with its `locator` section."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    import openvino as ov
+
+    from bmd_edge.bundle import LocatorSection, Variant
+    from bmd_edge.locate.locator import SPEC_KEY, read_spec
+
+    shutil.copyfile(TINY_LOCATOR, stage / "locator.onnx")
+    spec = read_spec(stage / "locator.onnx")
+    ir = ov.Core().read_model(str(stage / "locator.onnx"))
+    ir.set_rt_info(json.dumps(spec.to_dict(), sort_keys=True), [SPEC_KEY])
+    ov.save_model(ir, str(stage / "locator.xml"), compress_to_fp16=False)
+    del ir
+    metrics_file = TINY_LOCATOR.with_name("tiny_locator_metrics.json")
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    section = LocatorSection(
+        name="bmd-edge-tiny-locator", version="0.0.1", spec=spec,
+        variants={"openvino": Variant("openvino", "locator.xml",
+                                      ("locator.xml", "locator.bin"), "openvino", "fp32"),
+                  "onnx": Variant("onnx", "locator.onnx", ("locator.onnx",),
+                                  "onnxruntime", "fp32")},
+        hip_film_threshold=TINY_HIP_FILM_THRESHOLD, head_threshold=TINY_HEAD_THRESHOLD,
+        metrics=metrics,
+        provenance={"training_data": "toy films (runtime/toy.py): 240 hips, 80 pelvises, "
+                                     "200 other shapes; python -m bmd_edge.locate.tiny"})
+    return replace(meta, locator=section)
+
+
 def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08,
-                      signed: bool = True) -> Path:
-    """A complete, checksummed bundle at `out`: the tiny graph as OpenVINO IR and ONNX variants.
+                      signed: bool = True, locator: bool = True, crop: bool = False) -> Path:
+    """A complete, checksummed bundle at `out`: the tiny graph as OpenVINO IR and ONNX variants,
+    and (unless `locator=False`: a bundle from before issue #15) the tiny trained locator.
+    `crop=True`: the model reads canonical neck crops (`locate.crop.CropSpec(size=size)` in the
+    input section) instead of whole films.
 
     Signed with `tiny_signing_key` unless `signed=False`. (The tiny graph has no int8 ops; the
     variant labels only exercise variant selection.)
@@ -161,6 +204,14 @@ def write_tiny_bundle(out: str | Path, size: int = 32, halfwidth: float = 0.08,
         "onnx-int8": ("model_int8.onnx", "onnxruntime", "int8"),
         "onnx-fp32": ("model_fp32.onnx", "onnxruntime", "fp32")},
         halfwidth=halfwidth, training_data="none (hand-built closed-form graph)")
+    if crop:
+        from dataclasses import replace
+
+        from bmd_edge.locate.crop import CropSpec
+
+        meta = replace(meta, input=replace(meta.input, crop=CropSpec(size=size)))
+    if locator:
+        meta = add_tiny_locator(stage, meta)
     return finish_test_bundle(stage, meta, out, signed)
 
 

@@ -1,7 +1,8 @@
 """The results row: one row per hip, the same columns in every Parquet part.
 
-Today one image gives one row: the hip it shows (`side`), the hip cropped from a pelvis view
-(`select`), or `unspecified`. The row's identity is (`key`, `hip`), not `key` alone, so when a
+One image gives one row per hip: the hip the locator found and named (`Prediction.hip`;
+an AP pelvis gives two rows, `left` and `right`), else the hip given (`select`, `side`), or
+`unspecified`. The row's identity is (`key`, `hip`), not `key` alone, so when a
 hip locator (issue #15) finds both hips of an AP pelvis, that image will give two rows — `left`
 and `right` — under one key, and readers and the resume logic need no change.
 
@@ -95,7 +96,7 @@ def fill_ok(row: dict[str, Any], pred: Any, include_ids: bool) -> None:
         who_category=pred.who_category, screen_positive=bool(pred.screen_positive),
         threshold_gcm2=float(pred.threshold_gcm2), flags=list(pred.warnings),
         age=_float(inputs.get("age_xray")), sex=inputs.get("sex"),
-        hip=hip_of(inputs), backend=pred.backend)
+        hip=getattr(pred, "hip", None) or hip_of(inputs), backend=pred.backend)
     if pred.interval is not None:
         row.update(interval_low=float(pred.interval[0]), interval_high=float(pred.interval[1]),
                    interval_coverage=float(pred.interval[2]))

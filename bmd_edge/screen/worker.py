@@ -95,8 +95,13 @@ class ScreenWorker:
                 for (row, p), pred in zip(ready, preds):
                     if isinstance(pred, BmdEdgeError):  # refused (shift limit): this row only
                         R.fill_failed(row, type(pred).__name__, str(pred), p.inputs)
-                    else:
-                        R.fill_ok(row, pred, self.cfg.include_ids)
+                        continue
+                    first, *more = pred.per_hip()     # an AP pelvis: one row per hip
+                    for one in more:
+                        extra = {**row, "flags": []}
+                        R.fill_ok(extra, one, self.cfg.include_ids)
+                        out.append(extra)
+                    R.fill_ok(row, first, self.cfg.include_ids)
         return out
 
     def _read(self, item: dict[str, Any]) -> tuple[Any, str]:

@@ -193,23 +193,25 @@ class ServeNode:
             p = self._predictor
             prepared = p.prepare(path)
             result = p.infer([prepared])[0]
-            uids, sr, sc = build_results(result, header, model_input=prepared.image
-                                         if self.cfg.secondary_capture else None,
-                                         references=p.references)
-            sr_path, sc_path = result_paths(uids, out)
-            with self._lock:            # before the file exists: the sender may be quick
-                t0 = self._received_at.get(name)
-                if t0 is not None:
-                    self._sr_received_at[sr_path.name] = t0
-            if self._sender is not None:    # handed over in memory before the file appears
-                self._sender.offer(sr_path, sr)
-                if sc is not None:
-                    self._sender.offer(sc_path, sc)
-            try:
-                res = save_results(uids, sr, sc, out)
-            finally:
-                if self._sender is not None:
-                    self._sender.withdraw_unsaved(sr_path, sc_path)
+            written = []
+            for k, one in enumerate(result.per_hip()):   # one SR (and SC) per hip
+                uids, sr, sc = build_results(one, header, model_input=prepared.images[k]
+                                             if self.cfg.secondary_capture else None,
+                                             references=p.references)
+                sr_path, sc_path = result_paths(uids, out)
+                with self._lock:            # before the file exists: the sender may be quick
+                    t0 = self._received_at.get(name)
+                    if t0 is not None:
+                        self._sr_received_at[sr_path.name] = t0
+                if self._sender is not None:    # handed over in memory before the file appears
+                    self._sender.offer(sr_path, sr)
+                    if sc is not None:
+                        self._sender.offer(sc_path, sc)
+                try:
+                    written.append(save_results(uids, sr, sc, out))
+                finally:
+                    if self._sender is not None:
+                        self._sender.withdraw_unsaved(sr_path, sc_path)
         except (BmdEdgeError, _Refusal) as err:
             with self._lock:
                 self.stats.refused += 1
@@ -222,13 +224,14 @@ class ServeNode:
         else:
             with self._lock:
                 self.stats.analysed += 1
-            logs.event("analysed", ref=name, sr=res.uids.sr_instance,
-                       ms=round(1000 * (time.monotonic() - started), 1))
-            if self.cfg.outbox is not None:
-                self._delivered(res.sr_path.name, res.uids.sr_instance)
-                if res.sc_path is not None:
-                    self._delivered(res.sc_path.name, res.uids.sc_instance)
-            elif self._sender is not None:
+            for res in written:
+                logs.event("analysed", ref=name, sr=res.uids.sr_instance,
+                           ms=round(1000 * (time.monotonic() - started), 1))
+                if self.cfg.outbox is not None:
+                    self._delivered(res.sr_path.name, res.uids.sr_instance)
+                    if res.sc_path is not None:
+                        self._delivered(res.sc_path.name, res.uids.sc_instance)
+            if self.cfg.outbox is None and self._sender is not None:
                 self._sender.ready.set()
         finally:
             path.unlink(missing_ok=True)
