@@ -200,6 +200,22 @@ def test_onnx_and_openvino_give_the_same_hips(exported) -> None:
             assert ha.head_xy == pytest.approx(hb.head_xy, abs=1e-2)
 
 
+def test_flip_averaged_export_equals_the_mean_of_film_and_mirror(exported, tmp_path) -> None:
+    from bmd_edge.locate.export import export_locator
+
+    net, onnx_path, _, films = exported
+    _, tta_xml = export_locator(net, SPEC, tmp_path, stem="tta", flip_average=True)
+    plain, tta = Locator(onnx_path), Locator(tta_xml)
+    for film in films[:4]:
+        img = film.pixels.astype(np.float32)
+        (h1, _, c1), _ = plain.raw(img)
+        (h2, _, c2), _ = plain.raw(np.ascontiguousarray(img[:, ::-1]))
+        (h, _, c), _ = tta.raw(img)
+        # an 80×100 film fills the input's width, so mirroring the film mirrors the input
+        assert np.allclose(h, 0.5 * (h1 + h2[:, ::-1, :, ::-1]), atol=1e-4)
+        assert np.allclose(c, 0.5 * (c1 + c2), atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_one_locator_serves_many_threads(exported, backend: str) -> None:
     _, onnx_path, xml_path, films = exported
@@ -281,3 +297,28 @@ def test_reference_heads_are_read_and_scored_in_percent_of_the_width(tmp_path) -
     assert e1 == pytest.approx(100 * 5 / 400) and s1
     assert e2 == pytest.approx(100 * 10 / 400) and not s2      # found, but named the other side
     assert reference_errors(LocateResult(0.9, ()), refs, 400, 200)[0][1] is None
+
+
+def test_flip_averaging_maps_the_mirror_back_onto_the_film() -> None:
+    torch = pytest.importorskip("torch")
+    from bmd_edge.locate.model import FlipAveraged, LocatorNet, LocatorNetConfig
+
+    # the mirror's training targets, mapped back, are the film's own targets
+    hip = HipLabel((21.3, 43.0), 6.0, (30.0, 50.0), (25.0, 46.0), 4.0, 9.0)
+    m = 63.0 - np.array([0.0])
+    mir = HipLabel((m[0] - 21.3, 43.0), 6.0, (m[0] - 30.0, 50.0), (m[0] - 25.0, 46.0), 4.0, 9.0)
+    _, geom, mask = targets([("right", hip)], SPEC)
+    _, geom_m, _ = targets([("left", mir)], SPEC)
+    net = LocatorNet(LocatorNetConfig(width=4, head=8)).eval()
+    tta = FlipAveraged(net, SPEC.stride)
+    back = (torch.flip(torch.from_numpy(geom_m)[None], dims=[3]) * tta.gk + tta.gb)[0].numpy()
+    assert mask.sum() == 9
+    assert np.allclose(back[:, mask > 0], geom[:, mask > 0], atol=1e-5)
+    # and the averaged network is itself mirror-equivariant
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        h, g, c = tta(x)
+        hf, gf, cf = tta(torch.flip(x, dims=[3]))
+    assert torch.allclose(torch.flip(hf, dims=[3])[:, [1, 0]], h, atol=1e-6)
+    assert torch.allclose(torch.flip(gf, dims=[3]) * tta.gk + tta.gb, g, atol=1e-5)
+    assert torch.allclose(cf, c, atol=1e-6)

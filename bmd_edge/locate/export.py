@@ -19,10 +19,15 @@ from bmd_edge.locate.spec import INPUT_NAME, OUTPUT_NAMES, LocatorSpec
 
 
 def export_locator(model: Any, spec: LocatorSpec, out_dir: str | Path,
-                   stem: str = "locator") -> tuple[Path, Path]:
-    """(onnx, xml) fp32, written into out_dir."""
+                   stem: str = "locator", flip_average: bool = False) -> tuple[Path, Path]:
+    """(onnx, xml) fp32, written into out_dir; `flip_average` bakes test-time mirror averaging
+    (model.FlipAveraged) into the graph: same contract, twice the compute."""
     import torch
 
+    from bmd_edge.locate.model import FlipAveraged
+
+    if flip_average:
+        model = FlipAveraged(model, spec.stride).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, xml_path = out / f"{stem}.onnx", out / f"{stem}.xml"
@@ -33,19 +38,24 @@ def export_locator(model: Any, spec: LocatorSpec, out_dir: str | Path,
 
 
 def export_locator_int8(model: Any, spec: LocatorSpec, calibration: Sequence[Any],
-                        out_dir: str | Path, stem: str = "locator_int8") -> tuple[Path, Path]:
+                        out_dir: str | Path, stem: str = "locator_int8",
+                        flip_average: bool = False) -> tuple[Path, Path]:
     """(onnx, xml) int8: NNCF post-training quantisation (compress.quantize.ptq, CNN preset,
     hip-film Linear kept float) on `calibration` input batches (B,1,S,S), QDQ export with
-    folded int8 weights. Accuracy must be re-measured on the files (benchmarks/locator.py)."""
+    folded int8 weights; `flip_average` wraps the quantised net in model.FlipAveraged.
+    Accuracy must be re-measured on the files (benchmarks/locator.py)."""
     import torch
 
     from bmd_edge.compress.quantize import QuantizeConfig, ptq
+    from bmd_edge.locate.model import FlipAveraged
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     batches = [(torch.as_tensor(b),) for b in calibration]
     q = ptq(copy.deepcopy(model).eval(), batches, QuantizeConfig(model_type="default", subset_size=len(batches),
                                            qat_epochs=0))
+    if flip_average:
+        q = FlipAveraged(q, spec.stride).eval()
     onnx_path, xml_path = out / f"{stem}.onnx", out / f"{stem}.xml"
     export_onnx_qdq(q, (torch.zeros(1, 1, spec.size, spec.size),), onnx_path,
                     input_names=(INPUT_NAME,), output_names=OUTPUT_NAMES)
@@ -71,9 +81,11 @@ def _stamp(onnx_path: Path, xml_path: Path, spec: LocatorSpec) -> None:
         del ir
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path,
+                      flip_average: bool = False) -> tuple[Path, Path]:
     """A training checkpoint (best.pt / last.pt) → fp32 ONNX + IR in out_dir, plus its
-    validation metrics as metrics.json (the hip-film threshold the benchmark applies)."""
+    validation metrics as metrics.json (the hip-film threshold the benchmark applies; with
+    `flip_average` re-measure it, the checkpoint's number is for the plain net)."""
     import torch
 
     from bmd_edge.locate.model import LocatorNet, LocatorNetConfig
@@ -82,7 +94,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path
     net = LocatorNet(LocatorNetConfig(**ck["net"]))
     net.load_state_dict(ck["model"])
     out = Path(out_dir)
-    paths = export_locator(net.eval(), LocatorSpec.from_dict(ck["spec"]), out)
+    paths = export_locator(net.eval(), LocatorSpec.from_dict(ck["spec"]), out,
+                           flip_average=flip_average)
     (out / "metrics.json").write_text(json.dumps(ck["metrics"], indent=2))
     return paths
 
@@ -90,6 +103,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> tuple[Path
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m bmd_edge.locate.export CHECKPOINT OUT_DIR")
-    print(*export_checkpoint(sys.argv[1], sys.argv[2]))
+    args = [a for a in sys.argv[1:] if a != "--flip-average"]
+    if len(args) != 2:
+        raise SystemExit("usage: python -m bmd_edge.locate.export CHECKPOINT OUT_DIR [--flip-average]")
+    print(*export_checkpoint(args[0], args[1], flip_average="--flip-average" in sys.argv))

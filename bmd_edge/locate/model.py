@@ -67,3 +67,30 @@ class LocatorNet(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         heat, geom, cls = self.logits(image)
         return torch.sigmoid(heat), geom, torch.sigmoid(cls)
+
+
+class FlipAveraged(nn.Module):
+    """Test-time mirror averaging inside the graph: the net sees the film and its mirror image,
+    and the mirror's outputs are mapped back (side channels swapped, x offsets and horizontal
+    vectors reflected) and averaged in. Same inputs/outputs as LocatorNet, twice the compute;
+    what one view misreads (an iliac wing, a marker) the other rarely repeats at the same place."""
+
+    def __init__(self, net: LocatorNet, stride: int) -> None:
+        super().__init__()
+        self.net = net
+        k = torch.ones(len(GEOMETRY))
+        b = torch.zeros(len(GEOMETRY))
+        for name in ("neck_dx", "roi_dx"):
+            k[GEOMETRY.index(name)] = -1.0
+        # a head at input x sits at S-1-x in the mirror: cell offsets map as off → 1 - 1/stride - off
+        k[GEOMETRY.index("off_x")] = -1.0
+        b[GEOMETRY.index("off_x")] = 1.0 - 1.0 / stride
+        self.register_buffer("gk", k.view(1, -1, 1, 1))
+        self.register_buffer("gb", b.view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h1, g1, c1 = self.net(image)
+        h2, g2, c2 = self.net(torch.flip(image, dims=[3]))
+        h2 = torch.flip(h2, dims=[3])[:, [1, 0]]
+        g2 = torch.flip(g2, dims=[3]) * self.gk + self.gb
+        return 0.5 * (h1 + h2), 0.5 * (g1 + g2), 0.5 * (c1 + c2)
