@@ -1,6 +1,11 @@
-"""The hip locator on the real films, scored against the hand marks (issue #15, real acceptance).
+"""`predict` and its hip locator on the real films, against the hand marks (issue #15).
 
-Per film: the hip-film score, accepted or refused, and for each hand-marked head
+By default through the real predict path (`Predictor.predict` on each file, shipped bundle or
+--locator BUNDLE_DIR): a film is accepted when it gets a result, and its heads are the ones the
+result reports. --locator FILE (.xml/.onnx of a training run, threshold from metrics.json
+beside it) judges the bare locator instead, for a locator not yet in a bundle.
+
+Per film: the hip-film score, accepted or refused (and why), and for each hand-marked head
 (tests/data/realworld_heads.csv) whether a head was found on the same side of the film and how
 far from the mark, in % of the image width. The acceptance it reports (the same as
 tests/test_locate_realworld.py gates):
@@ -13,7 +18,7 @@ tests/test_locate_realworld.py gates):
 Writes benchmarks/results/locator_realworld.md + locator_realworld.png (numbers only, no picture
 of any film).
 
-    nice -n 10 .venv/bin/python benchmarks/locator_realworld.py [--locator FILE_OR_BUNDLE]
+    nice -n 10 .venv/bin/python benchmarks/locator_realworld.py [--locator FILE_OR_BUNDLE_DIR]
 """
 
 from __future__ import annotations
@@ -21,15 +26,19 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bmd_edge.benchmark.machine import detect_machine
+from bmd_edge.errors import BundleError, InputError
 from bmd_edge.image_io import read_image
+from bmd_edge.locate.decode import LocateResult
 from bmd_edge.locate.reference import HeadCheck, check_heads, read_marks
-from bmd_edge.locate.source import resolve
+from bmd_edge.locate.source import LocatorSource, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,16 +47,21 @@ REAL = ROOT.parent / "shared" / "realworld"
 TOLERANCE = 0.10            # head centre within 10 % of the image width
 NONHIP_REFUSED = 0.90       # share of non-hip films (spine excluded) that must be refused
 SPINE = "spine"             # full-length spine films: show the pelvis; counted apart
+PROFILE = {"age": 70, "sex": "F"}
 
 
 @dataclass
 class FilmRow:
     file: str
     group: str                              # adult | adolescent | paediatric | nonhip | spine
-    score: float
-    accepted: bool
+    score: float                            # the locator's hip-film score
+    refusal: str | None                     # predict's one-line refusal; None: it gave a result
     checks: list[HeadCheck] = field(default_factory=list)
     n_found: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.refusal is None
 
     @property
     def ok(self) -> bool:
@@ -57,25 +71,73 @@ class FilmRow:
         return not self.accepted
 
 
+# A judge looks at one film: (located hips with the hip-film score, refusal or None, shape).
+Judge = Callable[[Path], tuple[LocateResult, "str | None", tuple[int, int]]]
+
+
+def locator_judge(src: LocatorSource) -> Judge:
+    """The bare locator and its hip-film threshold (a training run's file, before a bundle)."""
+    def judge(path: Path) -> tuple[LocateResult, str | None, tuple[int, int]]:
+        px = read_image(path).pixels
+        res = src.locator.locate(px)
+        refusal = (None if res.is_hip_score >= src.hip_threshold else
+                   f"hip score {res.is_hip_score:.2f} < {src.hip_threshold:.2f}")
+        return res, refusal, px.shape
+    return judge
+
+
+def predict_judge(predictor: Any) -> Judge:
+    """The real predict path (`Predictor.predict` on the file); the hips are the ones the result
+    reports, the score is its locator's."""
+    def judge(path: Path) -> tuple[LocateResult, str | None, tuple[int, int]]:
+        px = read_image(path).pixels
+        res = predictor.locator.locate(px)
+        try:
+            pred = predictor.predict(path, **PROFILE)
+        except InputError as err:
+            return res, str(err), px.shape
+        found = tuple(h.found for h in pred.hips if h.found is not None)
+        return LocateResult(res.is_hip_score, found), None, px.shape
+    return judge
+
+
 def run(locator_path: Path | None, hip_threshold: float | None,
         real: Path) -> tuple[list[FilmRow], str, float]:
-    src = resolve(locator_path, hip_threshold)
+    if locator_path is not None and locator_path.is_file():
+        src = resolve(locator_path, hip_threshold)
+        judge, label, thr = locator_judge(src), src.label + " (locator alone)", src.hip_threshold
+    else:
+        from bmd_edge.runtime.predictor import Predictor
+
+        predictor = Predictor.load(locator_path, allow_unsigned=locator_path is not None)
+        if predictor.locator is None:
+            raise BundleError(f"bundle {predictor.bundle.root} has no hip locator (issue #15)")
+        section = predictor.bundle.meta.locator
+        judge, thr = predict_judge(predictor), section.hip_film_threshold
+        label = (f"bundle {predictor.bundle.root} ({section.name} {section.version}), through "
+                 f"Predictor.predict (age {PROFILE['age']}, sex {PROFILE['sex']})")
     marks = read_marks(MARKS)
     rows = []
     for rel, ms in marks.items():
-        px = read_image(real / rel).pixels
-        res = src.locator.locate(px)
-        rows.append(FilmRow(rel, ms[0].age_group, res.is_hip_score,
-                            res.is_hip_score >= src.hip_threshold,
-                            check_heads(res, ms, px.shape[1], px.shape[0]), len(res.hips)))
+        res, refusal, (h, w) = judge(real / rel)
+        rows.append(FilmRow(rel, ms[0].age_group, res.is_hip_score, refusal,
+                            check_heads(res, ms, w, h), len(res.hips)))
     with (real / "nonhip" / "labels.csv").open() as fh:
         labels = list(csv.DictReader(fh))
     for lab in labels:
-        res = src.locator.locate(read_image(real / "nonhip" / lab["file"]).pixels)
+        res, refusal, _ = judge(real / "nonhip" / lab["file"])
         group = SPINE if lab["body_part"] == SPINE else "nonhip"
-        rows.append(FilmRow(f"nonhip/{lab['file']}", group, res.is_hip_score,
-                            res.is_hip_score >= src.hip_threshold, n_found=len(res.hips)))
-    return rows, src.label, src.hip_threshold
+        rows.append(FilmRow(f"nonhip/{lab['file']}", group, res.is_hip_score, refusal,
+                            n_found=len(res.hips)))
+    return rows, label, thr
+
+
+def verdict(r: FilmRow) -> str:
+    """"yes", or "no: " and the refusal (shortened; `|` would break the table)."""
+    if r.refusal is None:
+        return "yes"
+    why = r.refusal.replace("|", "/").split("; use --force")[0]
+    return "no: " + (why if len(why) <= 70 else why[:67] + "...")
 
 
 def head_cell(c: HeadCheck) -> str:
@@ -154,7 +216,8 @@ def plot(rows: list[FilmRow], threshold: float, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--locator", type=Path, default=None,
-                    help="locator file or bundle folder; default: the shipped bundle")
+                    help="locator file (judged alone) or bundle folder (through predict, "
+                         "unsigned allowed); default: the shipped bundle through predict")
     ap.add_argument("--hip-threshold", type=float, default=None)
     ap.add_argument("--realworld", type=Path, default=REAL)
     args = ap.parse_args()
@@ -173,11 +236,11 @@ def main() -> None:
         if r.group in ("nonhip", SPINE):
             continue
         cells = "; ".join(head_cell(c) for c in r.checks)
-        lines.append(f"| {r.file} | {r.group} | {r.score:.3f} | {'yes' if r.accepted else 'no'} "
+        lines.append(f"| {r.file} | {r.group} | {r.score:.3f} | {verdict(r)} "
                      f"| {r.n_found} | {cells} | {'yes' if r.ok else '**no**'} |")
     lines += ["", "## Non-hip films (realworld/nonhip)", "",
               "| file | group | hip score | accepted | heads found |", "|---|---|---|---|---|"]
-    lines += [f"| {r.file} | {r.group} | {r.score:.3f} | {'yes' if r.accepted else 'no'} | "
+    lines += [f"| {r.file} | {r.group} | {r.score:.3f} | {verdict(r)} | "
               f"{r.n_found} |" for r in rows if r.group in ("nonhip", SPINE)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "locator_realworld.md").write_text("\n".join(lines) + "\n")

@@ -56,7 +56,10 @@ def _jpeg(px: np.ndarray, quality: int) -> np.ndarray:
                            [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+    dec = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    if dec is None:
+        raise RuntimeError("JPEG decoding failed")
+    return dec.astype(np.float32) / 255.0
 
 
 PERTURB: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -88,12 +91,9 @@ def read_hips(predictor: Any, pixels: np.ndarray) -> Reading:
         pred = predictor.predict(pixels, force=True, **PROFILE)
     if pred.interval is not None:
         out.halfwidth = (pred.interval[1] - pred.interval[0]) / 2
-    hips = getattr(pred, "hips", ())
-    if hips:
-        for h in hips:
-            side = h.side_in_image
-            if side in SIDES:
-                out.bmd[side] = float(h.bmd_gcm2)
+    out.bmd = {h.side_in_image: float(h.bmd_gcm2) for h in getattr(pred, "hips", ())
+               if h.side_in_image in SIDES}
+    if out.bmd or getattr(predictor, "locator", None) is not None:
         return out
     # Pre-#15 bundle: the half-film crop; select="right" (the patient's right) is the image-left.
     out.method = "half-film crop"
@@ -112,7 +112,7 @@ def adult_pelvis_films() -> list[str]:
 def run(bundle: Path | None, real: Path) -> tuple[dict[str, dict[str, Reading]], str]:
     from bmd_edge.runtime.predictor import Predictor
 
-    predictor = Predictor.load(bundle) if bundle else Predictor.load()
+    predictor = Predictor.load(bundle, allow_unsigned=bundle is not None)  # a dev bundle
     label = f"{predictor.bundle.root} ({predictor.variant})" \
         if hasattr(predictor, "bundle") else str(bundle or "default bundle")
     results: dict[str, dict[str, Reading]] = {}

@@ -46,13 +46,12 @@ def from_bundle(root: str | Path | None = None) -> LocatorSource:
     from bmd_edge.bundle import Bundle, default_bundle_path
 
     root = Path(root) if root is not None else default_bundle_path()
-    bundle = Bundle.load(root)
-    section = getattr(bundle.meta, "locator", None)
+    bundle = Bundle.load(root, allow_unsigned=root != default_bundle_path())
+    section = bundle.meta.locator
     if section is None:
         raise BundleError(f"bundle {root} has no hip locator (issue #15): its predict path "
                           "neither finds hips nor refuses non-hip films")
-    # Bundle.verified_locator_file: the locator section's file, hashed first (issue #15 bundle API)
-    path, _ = bundle.verified_locator_file("openvino", "int8")  # type: ignore[attr-defined]
+    path, _ = bundle.verified_locator_file("openvino", "int8")  # hashed before it is opened
     backend = "openvino" if Path(path).suffix == ".xml" else "onnxruntime"
     loc = Locator(path, SessionConfig(backend=backend, threads=1),
                   threshold=section.head_threshold)
