@@ -58,6 +58,7 @@ class FilmRow:
     refusal: str | None                     # predict's one-line refusal; None: it gave a result
     checks: list[HeadCheck] = field(default_factory=list)
     n_found: int = 0
+    shape: tuple[int, int] = (0, 0)         # film height, width in pixels
 
     @property
     def accepted(self) -> bool:
@@ -121,7 +122,7 @@ def run(locator_path: Path | None, hip_threshold: float | None,
     for rel, ms in marks.items():
         res, refusal, (h, w) = judge(real / rel)
         rows.append(FilmRow(rel, ms[0].age_group, res.is_hip_score, refusal,
-                            check_heads(res, ms, w, h), len(res.hips)))
+                            check_heads(res, ms, w, h), len(res.hips), (h, w)))
     with (real / "nonhip" / "labels.csv").open() as fh:
         labels = list(csv.DictReader(fh))
     for lab in labels:
@@ -173,6 +174,28 @@ def summary(rows: list[FilmRow]) -> list[str]:
         f"≥ 90 % | {'yes' if refused >= NONHIP_REFUSED else 'no'} |"),
         f"| full-length spine films refused (not gated) | {share(spine, False)} | reported | — |",
     ]
+
+
+def geometry_bias(rows: list[FilmRow]) -> str:
+    """Where the located adult heads sit relative to the marks, as medians: towards the shaft
+    (lateral) and downwards in % of the width, and the located/marked radius ratio — a
+    systematic offset says more to whoever trains the locator than the error alone."""
+    lat, down, ratio = [], [], []
+    for r in rows:
+        h, w = r.shape
+        for c in r.checks if r.group == "adult" else ():
+            if c.found is None:
+                continue
+            mx, my = c.mark.xy(w, h)
+            dx = (c.found.head_xy[0] - mx) * (-1 if c.mark.side_in_image == "left" else 1)
+            lat.append(100 * dx / w)
+            down.append(100 * (c.found.head_xy[1] - my) / w)
+            ratio.append(c.found.head_r / (c.mark.r_frac * w))
+    if not lat:
+        return "Located adult heads vs marks: none found."
+    return (f"Located adult heads vs marks (n = {len(lat)}, medians): "
+            f"{np.median(lat):+.1f} % of width towards the shaft, {np.median(down):+.1f} % "
+            f"downwards; located/marked head radius × {np.median(ratio):.2f}.")
 
 
 def plot(rows: list[FilmRow], threshold: float, out: Path) -> None:
@@ -229,7 +252,8 @@ def main() -> None:
              ("Marks: tests/data/realworld_heads.csv (by eye; see tests/data/README.md). Head error "
              "= distance from the mark to the located head on the same side of the film, in % of "
              "the image width. `ok` = what the README's policy asks of that film."), "",
-             "## Summary", "", *summary(rows), "", "## Hip/pelvis films", "",
+             "## Summary", "", *summary(rows), "", geometry_bias(rows), "",
+             "## Hip/pelvis films", "",
              "| file | group | hip score | accepted | heads found | marked heads: error | ok |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
