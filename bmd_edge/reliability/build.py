@@ -160,13 +160,25 @@ def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], 
     cal = collect(p, c_cases)
     c_q = np.array([quality_features(*_img_raw(p, c), mean=spec.mean, std=spec.std,
                                      template=template) for c in c_cases])
+    # Medians of each raw number on clean calibration cases, one number at a time (the scorer's
+    # "quality" is the max of two, so each is read with the other switched off).
+    zmax = np.array([float(np.abs((q - arrays["quality_center"]) / arrays["quality_scale"]
+                                  - arrays["quality_mean"]).max()) for q in c_q])
+    arrays["quality_median_zmax"] = np.float64(1e9)   # off while reading the distances
     raw = [scorer.score(q, None if cal.emb is None else cal.emb[i]) for i, q in enumerate(c_q)]
     fit.set_medians(arrays, np.array([r.quality for r in raw]),
-                    None if not uses_emb else np.array([r.embedding for r in raw]))
+                    None if not uses_emb else np.array([r.embedding for r in raw]), zmax)
     scorer = ShiftScorer(arrays, uses_emb, spec.mean, spec.std)
     scores = np.array([scorer.score(q, None if cal.emb is None else cal.emb[i]).score
                        for i, q in enumerate(c_q)])
-    flag, refuse = fit.thresholds(scores, flag_rate, refuse_factor)
+    # Thresholds from the views the statistics set holds (the views the model learned from):
+    # a view absent from training (e.g. pelvis for a hip-only model) is a shift to flag, not
+    # part of "clean"; every view still gets its interval cells from its unflagged cases.
+    trained_views = set(first.view.tolist())
+    ref = np.isin(cal.view, sorted(trained_views))
+    if not ref.any():
+        raise ValueError(f"no calibration case of the trained views {sorted(trained_views)}")
+    flag, refuse = fit.thresholds(scores[ref], flag_rate, refuse_factor)
     clean = scores <= flag
     cov = coverage or b.meta.interval.coverage
     mondrian = fit.fit_mondrian(cal.y[clean], cal.pred[clean], cal.sex[clean], cal.view[clean], cov)
@@ -177,17 +189,21 @@ def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], 
         f"{Path(m).parent.name}" for m in calibration) + f"; statistics from {len(s_cases)} "
         "training-distribution cases (" + ", ".join(Path(m).parent.name for m in stats) + ")")
     policy = ShiftPolicy(STATS_FILE, uses_emb, flag, refuse, max_widen, len(s_cases),
-                         len(c_cases), float(np.mean(~clean)), desc)
+                         int(ref.sum()), float(np.mean(~clean[ref])),
+                         desc + f"; thresholds from the {', '.join(sorted(trained_views))} view")
     meta = replace(b.meta, reliability=Reliability(policy, mondrian),
                    files={**b.meta.files, STATS_FILE: "0" * 64})
     written = restamp_folder(folder, meta, sign_key)
     summary = {"flag_threshold": flag, "refuse_threshold": refuse,
-               "clean_flagged_calibration": float(np.mean(~clean)),
+               "clean_flagged_calibration": float(np.mean(~clean[ref])),
+               "flagged_by_view": {v: float(np.mean(~clean[cal.view == v]))
+                                   for v in sorted(set(cal.view.tolist()))},
                "mae_calibration": float(np.mean(np.abs(cal.y - cal.pred))),
                "cells": {"/".join(map(str, k)): (c.halfwidth_gcm2, c.n)
                          for k, c in mondrian.cells.items()},
                "pooled_halfwidth": mondrian.fallback_halfwidth_gcm2}
-    log(f"flag {flag:.3f} refuse {refuse:.3f}; clean flagged {np.mean(~clean):.3f}; "
+    log(f"flag {flag:.3f} refuse {refuse:.3f}; clean flagged {np.mean(~clean[ref]):.3f} "
+        f"(by view {summary['flagged_by_view']}); "
         f"MAE {summary['mae_calibration']:.4f}; digest {written.digest()}")
     return written, summary
 

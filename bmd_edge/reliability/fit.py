@@ -37,7 +37,8 @@ def fit_statistics(stats_quality: np.ndarray, stats_embedding: np.ndarray | None
     lw = LedoitWolf().fit((q - center) / scale)
     out = {"quality_center": center, "quality_scale": scale,
            "quality_mean": lw.location_, "quality_precision": lw.precision_,
-           "quality_median_d": np.float64(1.0), "template": np.asarray(template, np.float32)}
+           "quality_median_d": np.float64(1.0), "quality_median_zmax": np.float64(1.0),
+           "template": np.asarray(template, np.float32)}
     if stats_embedding is not None:
         e = np.asarray(stats_embedding, np.float64)
         lwe = LedoitWolf().fit(e)
@@ -47,9 +48,11 @@ def fit_statistics(stats_quality: np.ndarray, stats_embedding: np.ndarray | None
 
 
 def set_medians(arrays: dict[str, np.ndarray], d_quality: np.ndarray,
-                d_embedding: np.ndarray | None) -> None:
+                d_embedding: np.ndarray | None, z_max: np.ndarray | None = None) -> None:
     """Normalise each distance by its median on clean calibration cases (raw distances in)."""
     arrays["quality_median_d"] = np.float64(np.median(d_quality))
+    if z_max is not None:
+        arrays["quality_median_zmax"] = np.float64(np.median(z_max))
     if d_embedding is not None:
         arrays["emb_median_d"] = np.float64(np.median(d_embedding))
 

@@ -1,10 +1,11 @@
 """The per-prediction shift score: how far a case lies from the training crops.
 
-score = max(d_embedding / m_embedding, d_quality / m_quality), where each d is a Mahalanobis
-distance (Ledoit–Wolf shrinkage covariance, fitted at build time by `fit.py`) of the model's
-`embedding` output and of the standardised `quality.quality_features`, and each m is the median
-distance of clean calibration cases — so 1.0 is "a typical clean case" on either scale and the
-larger of the two decides. Thresholds on the score live in `section.ShiftPolicy`. numpy only.
+score = max(d_embedding / m_embedding, d_quality / m_quality, z_max / m_z), where each d is a
+Mahalanobis distance (Ledoit–Wolf shrinkage covariance, fitted at build time by `fit.py`) of the
+model's `embedding` output and of the standardised `quality.quality_features`, z_max is the
+largest single standardised quality statistic (one extreme statistic — a mirrored film's
+`mirror_r` — is diluted in an 11-D distance), and each m is the median of that number on clean
+calibration cases — so 1.0 is "a typical clean case" on every scale and the largest decides. Thresholds on the score live in `section.ShiftPolicy`. numpy only.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from bmd_edge.errors import BundleError
 from bmd_edge.reliability.quality import QUALITY_NAMES, quality_features
 
 STATS_KEYS = ("quality_center", "quality_scale", "quality_mean", "quality_precision",
-              "quality_median_d", "template")
+              "quality_median_d", "quality_median_zmax", "template")
 EMBEDDING_KEYS = ("emb_mean", "emb_precision", "emb_median_d")
 
 
 @dataclass(frozen=True)
 class ShiftScore:
     score: float                     # max of the two normalised distances (1 ≈ typical clean)
-    quality: float                   # normalised quality distance
+    quality: float                   # normalised quality distance (or extreme statistic)
     embedding: float | None          # normalised embedding distance (None: model has no output)
     worst_quality: str               # the quality statistic furthest from training (for the text)
 
@@ -55,6 +56,7 @@ class ShiftScorer:
             raise BundleError(f"reliability statistics are for {self.q_center.shape} quality "
                               f"features; this bmd-edge measures {q}")
         self.q_med = float(arrays["quality_median_d"])
+        self.z_med = float(arrays["quality_median_zmax"])
         self.template = arrays["template"].astype(np.float32)
         self.uses_embedding = uses_embedding
         if uses_embedding:
@@ -80,7 +82,9 @@ class ShiftScorer:
     def score(self, quality: np.ndarray, embedding: np.ndarray | None) -> ShiftScore:
         z = (quality - self.q_center) / self.q_scale
         dq = _mahalanobis(z, self.q_mean, self.q_prec) / self.q_med
-        worst = QUALITY_NAMES[int(np.argmax(np.abs(z - self.q_mean)))]
+        dev = np.abs(z - self.q_mean)
+        worst = QUALITY_NAMES[int(np.argmax(dev))]
+        dz = float(dev.max()) / self.z_med
         de = None
         if self.uses_embedding:
             if embedding is None:
@@ -88,5 +92,5 @@ class ShiftScorer:
                                   "output, which this model file lacks; re-export the bundle")
             de = _mahalanobis(np.asarray(embedding, np.float64).ravel(), self.e_mean,
                               self.e_prec) / self.e_med
-        s = dq if de is None else max(dq, de)
-        return ShiftScore(float(s), float(dq), None if de is None else float(de), worst)
+        s = max(dq, dz) if de is None else max(dq, dz, de)
+        return ShiftScore(float(s), float(max(dq, dz)), None if de is None else float(de), worst)
