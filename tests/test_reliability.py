@@ -148,6 +148,11 @@ def test_section_round_trip_and_bad_values_name_their_key(calibrated: dict) -> N
     bad["shift"]["refuse_threshold"] = bad["shift"]["flag_threshold"] / 2
     with pytest.raises(BundleError, match="reliability.shift.refuse_threshold"):
         Reliability.from_dict(bad)
+    assert d["shift"]["views"] == ["hip"]              # the statistics set held hips only
+    bad = json.loads(json.dumps(d))
+    bad["shift"]["views"] = ["hip", "knee"]
+    with pytest.raises(BundleError, match=r"reliability.shift.views\[1\]"):
+        Reliability.from_dict(bad)
     bad = json.loads(json.dumps(d))
     bad["intervals"]["cells"].append(dict(bad["intervals"]["cells"][0]))
     with pytest.raises(BundleError, match="appears twice"):
@@ -192,6 +197,8 @@ def test_calibrated_bundle_flags_a_shift_widens_and_refuses_a_far_one(calibrated
             p.predict(wild, age=70, sex="F")
         forced = p.predict(wild, age=70, sex="F", force=True)
         assert forced.flagged and "refuse limit: forced" in " ".join(forced.warnings)
+        half = p.predict(img.astype(np.float32), age=70, sex="F", select="left", force=True)
+        assert half.flagged and any(getattr(w, "field", "") == "view" for w in half.warnings)
         both = p.infer_each([p.prepare(img.astype(np.float32), age=70, sex="F"),
                              p.prepare(wild, age=70, sex="F")])   # one refusal, one result
         assert not isinstance(both[0], Exception) and isinstance(both[1], QualityGateError)

@@ -190,7 +190,8 @@ def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], 
         "training-distribution cases (" + ", ".join(Path(m).parent.name for m in stats) + ")")
     policy = ShiftPolicy(STATS_FILE, uses_emb, flag, refuse, max_widen, len(s_cases),
                          int(ref.sum()), float(np.mean(~clean[ref])),
-                         desc + f"; thresholds from the {', '.join(sorted(trained_views))} view")
+                         desc + f"; thresholds from the {', '.join(sorted(trained_views))} view",
+                         tuple(sorted(trained_views)))
     meta = replace(b.meta, reliability=Reliability(policy, mondrian),
                    files={**b.meta.files, STATS_FILE: "0" * 64})
     written = restamp_folder(folder, meta, sign_key)

@@ -35,13 +35,14 @@ class ShiftPolicy:
     n_calibration: int               # clean cases the thresholds were chosen on
     clean_flagged: float             # share of those cases flagged (target ≤ 0.05)
     calibration_set: str = ""        # what those cases were
+    views: tuple[str, ...] = VIEWS   # views in the statistics set; any other view is flagged
 
     @classmethod
     def from_dict(cls, d: Any, p: str) -> ShiftPolicy:
         d = F.obj(d, p)
         F.keys(d, p, ("stats_file", "uses_embedding", "flag_threshold", "refuse_threshold",
                       "max_widen", "n_stats", "n_calibration", "clean_flagged"),
-               ("calibration_set",))
+               ("calibration_set", "views"))
         flag = float(F.number(d, "flag_threshold", p, low=0, open_low=True, high=1e6))
         refuse = float(F.number(d, "refuse_threshold", p, low=0, open_low=True, high=1e9))
         if not refuse > flag:
@@ -52,7 +53,8 @@ class ShiftPolicy:
                    int(F.number(d, "n_stats", p, low=1, integer=True)),
                    int(F.number(d, "n_calibration", p, low=1, integer=True)),
                    float(F.number(d, "clean_flagged", p, low=0.0, high=1.0)),
-                   F.text(d, "calibration_set", p) if "calibration_set" in d else "")
+                   F.text(d, "calibration_set", p) if "calibration_set" in d else "",
+                   _views(d, p) if "views" in d else VIEWS)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -62,7 +64,17 @@ class ShiftPolicy:
             "n_calibration": self.n_calibration, "clean_flagged": self.clean_flagged}
         if self.calibration_set:
             d["calibration_set"] = self.calibration_set
+        if self.views != VIEWS:
+            d["views"] = list(self.views)
         return d
+
+
+def _views(d: Any, p: str) -> tuple[str, ...]:
+    views = F.texts(d, "views", p)
+    for i, v in enumerate(views):
+        if v not in VIEWS:
+            raise F.bad(f"{p}.views[{i}]", f"{v!r} is not one of {', '.join(VIEWS)}")
+    return tuple(views)
 
 
 @dataclass(frozen=True)

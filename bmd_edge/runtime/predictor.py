@@ -383,6 +383,13 @@ class Predictor:
                     f"{why}); check the acquisition "
                     "(noise, LUT/gamma, resolution, side, view) or use --force for a flagged "
                     "result")
+            if case.view not in policy.views:  # the model never saw this view: always flagged
+                flagged = True
+                warnings.append(Warn(
+                    "shift-flagged", "view", case.view,
+                    f"FLAGGED: the model was not trained on {case.view} films (trained: "
+                    f"{', '.join(policy.views)}); shift score {sc.score:.2f}; check the result "
+                    "before relying on it"))
             if sc.score > policy.flag_threshold:
                 flagged = True
                 widen = min(sc.score / policy.flag_threshold, policy.max_widen)
