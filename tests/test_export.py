@@ -137,7 +137,9 @@ def test_every_variant_runs_torch_free_and_matches_torch(built: dict) -> None:
     for name, r in res.items():
         assert r["n"] == 3  # exported with batch 8, run with batch 3: dynamic batch works
         assert r["prec"] == "f32"  # OpenVINO pinned to f32, not silently bf16
-        limit = 1e-4 if name.endswith("fp32") else 5e-3  # int8 compared with the torch QAT model
+        # int8 compared with the torch QAT model; ORT's layout adds output quantizers sized on
+        # the calibration cases (ort_layout.py), one more rounding that torch does not model.
+        limit = 1e-4 if name.endswith("fp32") else 2e-2 if name == "onnx-int8" else 5e-3
         assert r["diff"] <= limit, (name, r)
 
 
@@ -257,3 +259,19 @@ def test_export_rejects_unknown_format_and_needs_quantized_for_int8(built: dict)
         assert msg in proc.stderr and "Traceback" not in proc.stderr
     assert not (root / "never").exists()
     del main
+
+
+def test_onnx_runtime_fuses_every_int8_convolution(built: dict) -> None:
+    """NNCF's layout left 13 of 21 convs in fp32 under ORT, dequantizing weights per call."""
+    import onnx
+
+    from bmd_edge.compress.ort_layout import fused_op_counts, optimized_graph
+
+    path = built["bundle"] / "model_int8.onnx"
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
+    counts = fused_op_counts(path)
+    assert convs >= 2 and counts.get("QLinearConv", 0) == convs, counts
+    opt = optimized_graph(path.read_bytes())
+    inits = {t.name for t in opt.graph.initializer}
+    weight_dq = [n.name for n in opt.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weight_dq == [], weight_dq  # no weight is dequantized at run time

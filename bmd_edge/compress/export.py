@@ -3,9 +3,11 @@
 Writers per row of `formats.FORMATS`:
 - onnx-fp32:      torch.onnx.export (TorchScript exporter, opset 17, dynamic batch).
 - onnx-int8:      NNCF quantizers switched to ONNX QuantizeLinear/DequantizeLinear pairs, exported,
-                  then weight quantizers folded into int8 initializers (onnx_int8.py), so ORT runs
-                  it and it ships at a quarter of the fp32 size.
-- openvino-*:     openvino.convert_model of the matching ONNX file, saved uncompressed
+                  weight quantizers folded into int8 initializers (onnx_int8.py), then rearranged
+                  so ONNX Runtime fuses every convolution into QLinearConv (ort_layout.py; output
+                  quantizers sized on the held-out interval half's images).
+- openvino-*:     openvino.convert_model of the fp32 ONNX or of NNCF's own QDQ file (not the ORT
+                  layout: OpenVINO's CPU plugin wants NNCF's), saved uncompressed
                   (compress_to_fp16=False) — the int8 IR keeps int8 weights.
 Every file is then run by its own runtime on held-out cases (OpenVINO pinned to f32, because this
 CPU otherwise silently runs "fp32" in bf16), scored, and stamped with the bundle metadata
@@ -15,10 +17,9 @@ place.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -116,11 +117,15 @@ def run_model_file(path: str | Path, batches: Sequence[Sequence[np.ndarray]],
 
 
 def write_variant(fmt: ExportFormat, stage: Path, fp32_model: Any, qmodel: Any | None,
-                  example: Sequence[Any]) -> None:
+                  example: Sequence[Any], *, scratch: Path | None = None,
+                  calibration: Sequence[Mapping[str, np.ndarray]] = (),
+                  log: Callable[[str], None] = print) -> None:
     """Write one format row's files into the staging folder.
 
     Every BMD graph also gets an `embedding` output (the regression head's input; see
     `embedding_output.py`) for the runtime's shift score; the IR inherits it from its ONNX.
+    `scratch` keeps NNCF's QDQ ONNX between the onnx-int8 and openvino-int8 rows (it is exported
+    once); `calibration` sizes the output quantizers ORT's layout adds (onnx-int8 only).
     """
     from bmd_edge.compress.embedding_output import add_embedding_output
 
@@ -128,17 +133,33 @@ def write_variant(fmt: ExportFormat, stage: Path, fp32_model: Any, qmodel: Any |
     if fmt.name == "onnx-fp32":
         add_embedding_output(export_onnx(fp32_model, example, dst))
     elif fmt.name == "onnx-int8":
-        add_embedding_output(export_onnx_qdq(qmodel, example, dst))
+        from bmd_edge.compress.ort_layout import ort_layout
+
+        with tempfile.TemporaryDirectory() as tmp:
+            rep = ort_layout(_nncf_int8(qmodel, example, Path(scratch or tmp)), dst, calibration)
+        log(f"onnx-int8 ORT layout: {rep.fused.get('QLinearConv', 0)} of {rep.convs} convolutions "
+            f"fuse into QLinearConv ({rep.output_quantizers_added} output quantizers added, "
+            f"{rep.calibrated} sized on {len(calibration)} calibration batches; "
+            f"{rep.weights_folded} unfused weights stored fp32)")
     elif fmt.name in ("openvino-fp32", "openvino-int8"):
-        src = stage / ("model_fp32.onnx" if fmt.precision == "fp32" else "model_int8.onnx")
-        tmp_src = None
-        if not src.exists():  # IR requested without its ONNX sibling: make it aside
-            tmp_src = Path(tempfile.mkdtemp()) / src.name
-            add_embedding_output((export_onnx if fmt.precision == "fp32" else export_onnx_qdq)(
-                fp32_model if fmt.precision == "fp32" else qmodel, example, tmp_src))
-            src = tmp_src
-        onnx_to_ir(src, dst)
-        if tmp_src is not None:
-            shutil.rmtree(tmp_src.parent, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            if fmt.precision == "fp32":
+                src = stage / "model_fp32.onnx"
+                if not src.exists():  # IR requested without its ONNX sibling: make it aside
+                    src = add_embedding_output(export_onnx(fp32_model, example,
+                                                             Path(tmp) / src.name))
+            else:
+                src = _nncf_int8(qmodel, example, Path(scratch or tmp))
+            onnx_to_ir(src, dst)
     else:  # a row in formats.py without a writer here is a programming error
         raise BundleError(f"no writer for export format {fmt.name!r}")
+
+
+def _nncf_int8(qmodel: Any, example: Sequence[Any], folder: Path) -> Path:
+    """NNCF's QDQ ONNX (int8 weights folded) in `folder`, exported on first use."""
+    from bmd_edge.compress.embedding_output import add_embedding_output
+
+    path = folder / "model_int8_nncf.onnx"
+    if not path.exists():
+        add_embedding_output(export_onnx_qdq(qmodel, example, path))
+    return path

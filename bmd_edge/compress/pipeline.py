@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -280,10 +281,16 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
         ref["int8"] = predict_batches(qmodel, tb)
 
     stage = staging_dir(out)
+    scratch = tempfile.TemporaryDirectory()
     try:
         example = tb[0]
+        # The interval half sizes the few quantizers ORT's int8 layout adds (ort_layout.py):
+        # images only, never the test half that scores every variant.
+        calib = [dict(zip(("image", "values", "present"), b))
+                 for b in data.batches(batch_size, interval_idx)]
         for fmt in chosen:
-            write_variant(fmt, stage, model, qmodel, example)
+            write_variant(fmt, stage, model, qmodel, example, scratch=Path(scratch.name),
+                          calibration=calib, log=log)
         y = data.label.astype(np.float64)
         variants: dict[str, Any] = {}
         intervals: dict[str, Any] = {}
@@ -346,5 +353,7 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    finally:
+        scratch.cleanup()
     del torch
     return Bundle.load(out, allow_unsigned=True).meta
