@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -303,3 +304,50 @@ def test_canonical_crop_bundle_reads_one_neck_crop_per_hip(tmp_path: Path) -> No
     pelvis = p.predict(toy_pelvis_film(60, 110, seed=3)[0], age=70, sex="F")
     assert [x.hip for x in pelvis.hips] == ["right", "left"]
     assert all(x.crop is not None and x.crop.outside_fraction < 0.25 for x in pelvis.hips)
+
+
+# -- screen and the DICOM node: one row / one SR per hip ----------------------------------------
+def test_screen_gives_one_row_per_hip(bundle: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from bmd_edge.screen import keys as K
+    from bmd_edge.screen.worker import ScreenWorker, WorkerConfig
+
+    cfg = WorkerConfig(bundle=str(bundle), backend="onnxruntime", variant=None, threads=1,
+                       force=False, include_ids=False, salt_hex="ab" * 32,
+                       parts_dir=str(tmp_path / "parts"), run_id="t")
+    pelvis = write_toy_png(tmp_path / "pelvis.png", "pelvis", seed=3, h=60, w=110)
+    knee = write_toy_png(tmp_path / "knee.png", "knee", seed=3)
+    salt = bytes.fromhex("ab" * 32)
+    items = [{"key": K.path_key(salt, str(f)) + "-k", "path_key": K.path_key(salt, str(f)),
+              "path": str(f), "facts": json.dumps({"age": 70, "sex": "F"}), "patient_id": None}
+             for f in (pelvis, knee)]
+    rows = ScreenWorker(cfg).run_rows(items)
+    ok = sorted((r["key"], r["hip"]) for r in rows if r["status"] == "ok")
+    assert ok == [(items[0]["key"], "left"), (items[0]["key"], "right")]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["refusal_reason"].startswith("no hip found")
+
+
+def test_dicom_out_writes_one_sr_per_hip_with_its_laterality(bundle: Path,
+                                                             tmp_path: Path) -> None:
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    img, _ = toy_pelvis_film(60, 110, seed=3)
+    src = _dicom(tmp_path / "pelvis.dcm", img, StudyInstanceUID="1.2.3.4",
+                 SeriesInstanceUID="1.2.3.4.5", BodyPartExamined="PELVIS")
+    code, _, err = _cli("predict", str(src), "--model", str(bundle), "--dicom-out",
+                        str(tmp_path / "out"), "--json")
+    assert code == 0, err
+    srs = sorted((tmp_path / "out").glob("SR_*.dcm"))
+    assert len(srs) == 2
+    def lateralities(ds: Any) -> set[str]:
+        out = set()
+        for item in getattr(ds, "ContentSequence", []):
+            name = getattr(item, "ConceptNameCodeSequence", None)
+            if name and name[0].CodeValue == "272741003":                # SCT Laterality
+                out.add(item.ConceptCodeSequence[0].CodeMeaning)
+            out |= lateralities(item)
+        return out
+
+    assert sorted(lateralities(pydicom.dcmread(f)).pop() for f in srs) == ["Left", "Right"]

@@ -130,9 +130,13 @@ def write_report(prediction: Any, image: np.ndarray, out: str | Path, *,
                  f"{p.shift_score:.2f}); interval widened; check the acquisition",
                  ha="center", fontsize=9, color="#b00000", weight="bold")
     foot = f"{p.model_name} {p.model_version} ({p.backend}, {p.precision}). {p.intended_use}"
+    shown = [str(w) for w in p.warnings[:4]]          # --force, no locator, side conflicts...
+    if shown:
+        more = f" (+{len(p.warnings) - 4} more)" if len(p.warnings) > 4 else ""
+        foot = "\n".join(f"warning: {w[:170]}" for w in shown) + more + "\n" + foot
     if patient_ids:
         foot = "; ".join(f"{k}: {v}" for k, v in sorted(patient_ids.items())) + "\n" + foot
-    fig.text(0.01, 0.01, foot, fontsize=7, wrap=True)
+    fig.text(0.01, 0.0, foot, fontsize=7, wrap=True, va="top")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
     try:
