@@ -60,30 +60,32 @@ def manifest_cases(manifest: Path, limit: int | None = None,
 
 
 def collect(predictor: Any, cases: Sequence[tuple[Any, dict[str, Any], float]],
-            template: np.ndarray | None = None, batch: int = 32,
-            transform: Callable[[Any], Any] | None = None) -> Collected:
+            template: np.ndarray | None = None, batch: int = 32) -> Collected:
     """Run every case (force=True: gate-refused synthetic cases still count) and keep the
-    runtime's own numbers. `transform` maps an image path to the array actually fed."""
+    runtime's own numbers: prediction, embedding and — when `template` is given — the quality
+    features of the model input the runtime built (whole film or the located hip's crop)."""
+    from bmd_edge.runtime.predictor import _as_radiograph
+
     spec = predictor.spec
     ys, preds, embs, quals, sexes, views = [], [], [], [], [], []
-    acc = np.zeros((spec.size, spec.size), np.float64)
+    acc: np.ndarray | None = None
     for i in range(0, len(cases), batch):
         chunk = cases[i:i + batch]
         prepared = []
         for path, rec, _ in chunk:
-            img = transform(path) if transform is not None else path
-            p = predictor.prepare(img, force=True, **rec)
+            rg, _name = _as_radiograph(path)
+            p = predictor.prepare(rg, force=True, **rec)
             prepared.append(p)
-        image = np.stack([p.image for p in prepared])
+            if template is not None:
+                quals.append(quality_features(p.images[0], rg.pixels, mean=spec.mean,
+                                              std=spec.std, template=template))
+        image = np.stack([p.images[0] for p in prepared])    # the labelled hip's input
         values = np.stack([p.values for p in prepared])
         present = np.stack([p.present for p in prepared])
         bmd, _, emb = predictor.session.run_full(image, values, present)
-        for j, p in enumerate(prepared):
-            w = windowed(p.image, spec.mean, spec.std)
-            acc += w
-            q = p.quality if p.quality is not None else quality_features(
-                p.image, None, mean=spec.mean, std=spec.std, template=template)
-            quals.append(q)
+        for p in prepared:
+            w = windowed(p.images[0], spec.mean, spec.std).astype(np.float64)
+            acc = w if acc is None else acc + w
             sexes.append(p.sex)
             views.append(p.view)
         ys += [c[2] for c in chunk]
@@ -152,14 +154,12 @@ def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], 
     log(f"statistics set: {len(s_cases)} cases; calibration set: {len(c_cases)} cases")
     first = collect(p, s_cases)                         # template = mean training crop
     template = first.mean_image
-    s_q = np.array([quality_features(*_img_raw(p, c), mean=spec.mean, std=spec.std,
-                                     template=template) for c in s_cases])
+    s_q = collect(p, s_cases, template).quality          # second pass: quality vs template
     arrays = fit.fit_statistics(s_q, first.emb, template)
     uses_emb = first.emb is not None
     scorer = ShiftScorer(arrays, uses_emb, spec.mean, spec.std)
-    cal = collect(p, c_cases)
-    c_q = np.array([quality_features(*_img_raw(p, c), mean=spec.mean, std=spec.std,
-                                     template=template) for c in c_cases])
+    cal = collect(p, c_cases, template)
+    c_q = cal.quality
     # Medians of each raw number on clean calibration cases, one number at a time (the scorer's
     # "quality" is the max of two, so each is read with the other switched off).
     zmax = np.array([float(np.abs((q - arrays["quality_center"]) / arrays["quality_scale"]
@@ -207,17 +207,6 @@ def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], 
         f"(by view {summary['flagged_by_view']}); "
         f"MAE {summary['mae_calibration']:.4f}; digest {written.digest()}")
     return written, summary
-
-
-def _img_raw(p: Any, case: tuple[Any, dict[str, Any], float]) -> tuple[np.ndarray, np.ndarray]:
-    """(model input, raw pixels) of one case, through the predictor's own reading path."""
-    from bmd_edge.image_io import read_image
-    from bmd_edge.preprocess import preprocess
-
-    path, rec, _ = case
-    rg = read_image(path)
-    return preprocess(rg.pixels, p.spec, side=rec.get("side"), select=rec.get("select")), \
-        rg.pixels
 
 
 def run_cases(predictor: Any, cases: Sequence[tuple[Any, dict[str, Any], float]], *,
