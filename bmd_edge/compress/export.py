@@ -135,6 +135,10 @@ def write_variant(fmt: ExportFormat, stage: Path, fp32_model: Any, qmodel: Any |
     elif fmt.name == "onnx-int8":
         from bmd_edge.compress.ort_layout import ort_layout
 
+        if not calibration:  # a caller without calibration images: size on the example batch
+            calibration = [{n: np.asarray(a, np.float32) for n, a in zip(INPUT_NAMES, example)}]
+            log("onnx-int8 ORT layout: no calibration batches given; output quantizers sized "
+                "on the export example batch")
         with tempfile.TemporaryDirectory() as tmp:
             rep = ort_layout(_nncf_int8(qmodel, example, Path(scratch or tmp)), dst, calibration)
         log(f"onnx-int8 ORT layout: {rep.fused.get('QLinearConv', 0)} of {rep.convs} convolutions "
