@@ -176,6 +176,24 @@ def summary(rows: list[FilmRow]) -> list[str]:
     ]
 
 
+def candidates(compared: list[tuple[str, list[FilmRow]]]) -> list[str]:
+    """One column per locator judged (the report's own first): the summary's results side by
+    side, so a training run's checkpoints can be chosen on the real films too."""
+    if len(compared) < 2:
+        return []
+    tables = [summary(rows)[2:] for _, rows in compared]
+    out = ["## Candidates compared", "", "| check | " + " | ".join(n for n, _ in compared) + " |",
+           "|---|" + "---|" * len(compared)]
+    for k, line in enumerate(tables[0]):
+        name = line.split(" | ")[0].lstrip("| ")
+        out.append(f"| {name} | " + " | ".join(t[k].split(" | ")[1] for t in tables) + " |")
+    bias = [geometry_bias(rows).split(": ", 1)[-1] for _, rows in compared]
+    out.append("| located heads vs marks | " + " | ".join(bias) + " |")
+    return [*out, "", ("A locator file is judged alone (its hip score against its run's threshold); "
+            "a bundle folder through `predict`, which also refuses a film when no head is found."),
+            ""]
+
+
 def geometry_bias(rows: list[FilmRow]) -> str:
     """Where the located adult heads sit relative to the marks, as medians: towards the shaft
     (lateral) and downwards in % of the width, and the located/marked radius ratio — a
@@ -241,18 +259,23 @@ def main() -> None:
     ap.add_argument("--locator", type=Path, default=None,
                     help="locator file (judged alone) or bundle folder (through predict, "
                          "unsigned allowed); default: the shipped bundle through predict")
+    ap.add_argument("--compare", type=Path, nargs="*", default=[],
+                    help="more locator files / bundle folders: one summary column each")
     ap.add_argument("--hip-threshold", type=float, default=None)
     ap.add_argument("--realworld", type=Path, default=REAL)
     args = ap.parse_args()
     rows, label, thr = run(args.locator, args.hip_threshold, args.realworld)
     machine = detect_machine()
-    lines = ["# Hip locator on the real films, against hand marks (issue #15)", "",
+    compared = [(str(args.locator or "shipped bundle"), rows)] + [(str(c), run(c, None, args.realworld)[0])
+                                          for c in args.compare]
+    lines = ["# predict and its hip locator on the real films, against hand marks (issue #15)", "",
              f"Locator: {label}; hip-film threshold {thr:.4f}.",
              f"Machine: {machine.line()}; load {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
              ("Marks: tests/data/realworld_heads.csv (by eye; see tests/data/README.md). Head error "
              "= distance from the mark to the located head on the same side of the film, in % of "
              "the image width. `ok` = what the README's policy asks of that film."), "",
              "## Summary", "", *summary(rows), "", geometry_bias(rows), "",
+             *candidates(compared),
              "## Hip/pelvis films", "",
              "| file | group | hip score | accepted | heads found | marked heads: error | ok |",
              "|---|---|---|---|---|---|---|"]
