@@ -111,7 +111,8 @@ def _with_type2(source: Any) -> Any:
     import copy
 
     ds = copy.copy(source)
-    for kw in _TYPE2_COPIED:
+    ds._dict = dict(source._dict)   # copy.copy shares pydicom's element dict: adding an
+    for kw in _TYPE2_COPIED:        # attribute would add it to the caller's dataset too
         if kw not in ds:
             setattr(ds, kw, "")
     return ds
@@ -119,6 +120,29 @@ def _with_type2(source: Any) -> Any:
 
 # SNOMED CT laterality of the hip a result is about (an AP pelvis gives one SR per hip).
 _LATERALITY = {"left": ("7771000", "SCT", "Left"), "right": ("24028007", "SCT", "Right")}
+
+
+def uncertainties(p: Any) -> tuple[float, float]:
+    """(upper, lower) measurement uncertainty of the BMD: the interval's half-widths."""
+    return float(p.interval[1] - p.bmd_gcm2), float(p.bmd_gcm2 - p.interval[0])
+
+
+def text_items(p: Any) -> list[tuple[str, str, str]]:
+    """The SR's TEXT items as (code value, code meaning, text), in template order."""
+    texts = [("TREF", "T-score reference", p.t_reference),
+             ("ZREF", "Z-score reference", p.z_reference),
+             ("SCALE", "Densitometer scale", "GE Lunar femoral neck"),
+             ("THRESH", "Screening threshold", f"{p.threshold_gcm2} g/cm2 (T-score -1)"),
+             ("INTUSE", "Intended use", p.intended_use or "not stated")]
+    if p.interval is not None:
+        texts.append(("INTERVAL", "Prediction interval", interval_text(p)))
+    texts += [("WARNING", "Warning", w) for w in p.warnings]   # never identifiers (predictor)
+    return texts
+
+
+def interval_text(p: Any) -> str:
+    return (f"{p.interval[0]:.4f}-{p.interval[1]:.4f} g/cm2, split-conformal, "
+            f"{p.interval[2]:.0%} coverage")
 
 
 def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
@@ -135,9 +159,9 @@ def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
         parameters=[f"variant {p.variant}", f"backend {p.backend}", f"precision {p.precision}"])
     props = None
     if p.interval is not None:
-        props = hd.sr.MeasurementProperties(
-            upper_measurement_uncertainty=float(p.interval[1] - p.bmd_gcm2),
-            lower_measurement_uncertainty=float(p.bmd_gcm2 - p.interval[0]))
+        upper, lower = uncertainties(p)
+        props = hd.sr.MeasurementProperties(upper_measurement_uncertainty=upper,
+                                            lower_measurement_uncertainty=lower)
     src_ref = hd.sr.SourceImageForMeasurement.from_source_image(source)
     measurements = [
         hd.sr.Measurement(name=_code("FNBMD", "Femoral neck BMD (estimated)"),
@@ -167,16 +191,7 @@ def build_sr(prediction: Any, source: Any, uids: ResultUIDs) -> Any:
             and hd.sr.CodedConcept(*_LATERALITY[p.hip]))],
         measurements=measurements, qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
-    texts = [("TREF", "T-score reference", p.t_reference),
-             ("ZREF", "Z-score reference", p.z_reference),
-             ("SCALE", "Densitometer scale", "GE Lunar femoral neck"),
-             ("THRESH", "Screening threshold", f"{p.threshold_gcm2} g/cm2 (T-score -1)"),
-             ("INTUSE", "Intended use", p.intended_use or "not stated")]
-    if p.interval is not None:
-        texts.append(("INTERVAL", "Prediction interval",
-                      (f"{p.interval[0]:.4f}-{p.interval[1]:.4f} g/cm2, split-conformal, "
-                       f"{p.interval[2]:.0%} coverage")))
-    texts += [("WARNING", "Warning", w) for w in p.warnings]   # never identifiers (predictor)
+    texts = text_items(p)
     content = group[0].ContentSequence
     for value, meaning, text in texts:
         content.append(hd.sr.TextContentItem(
@@ -244,8 +259,11 @@ class DicomResult:
 
 def _save(ds: Any, path: Path) -> Path:
     """Write atomically (temp file + rename): a reader never sees half a DICOM."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    ds.save_as(tmp, enforce_file_format=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    if isinstance(ds, bytes):
+        tmp.write_bytes(ds)
+    else:
+        ds.save_as(tmp, enforce_file_format=True)
     os.replace(tmp, path)
     return path
 
@@ -277,14 +295,29 @@ def result_paths(uids: ResultUIDs, out_dir: str | Path) -> tuple[Path, Path]:
 
 def save_results(uids: ResultUIDs, sr: Any, sc: Any | None, out_dir: str | Path
                  ) -> DicomResult:
-    """Write built results atomically into `out_dir` (SR first, so it is never newer)."""
+    """Write built results (datasets, or a file's bytes) atomically into `out_dir`, SR first."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sr_target, sc_target = result_paths(uids, out_dir)
     sr_path = _save(sr, sr_target)
     sc_path = None if sc is None else _save(sc, sc_target)
-    log.info("dicom results written: sr=%s sc=%s", uids.sr_instance,
+    log.debug("dicom results written: sr=%s sc=%s", uids.sr_instance,
              uids.sc_instance if sc is not None else "-")
     return DicomResult(uids, sr_path, sc_path)
+
+
+def build_result_files(prediction: Any, source: Any, templates: Any, *,
+                       model_input: np.ndarray | None = None, references: Any = None
+                       ) -> tuple[ResultUIDs, Any, Any | None]:
+    """As `build_results`, but the SR comes as a file's bytes from `templates`
+    (`sr_template.SRTemplates`: the same SR, ~20x cheaper), a dataset where no template fits."""
+    uids = ResultUIDs.for_result(source, prediction)
+    sr = templates.render(prediction, source, uids)
+    if sr is None:
+        sr = build_sr(prediction, source, uids)
+    sc = None
+    if model_input is not None:
+        sc = build_sc(render_picture(prediction, model_input, references), source, uids)
+    return uids, sr, sc
 
 
 def read_source(path: str | Path) -> Any:

@@ -129,7 +129,9 @@ class Serve:
             "[serve]\n"
             f'ae_title = "BMDEDGE"\nport = {self.port}\nhost = "127.0.0.1"\n'
             f'destination = "RESULTS@127.0.0.1:{dest_port}"\nspool = "{spool}"\n'
-            f"health_port = {self.health_port}\nworkers = 2\nqueue_size = 16\n"
+            # The queue holds the whole run: storescu halts at the first 0xA700 ("busy"), which
+            # a loaded CI machine would otherwise provoke (back-pressure: test_serve_node).
+            f"health_port = {self.health_port}\nworkers = 2\nqueue_size = 128\n"
             "retry_interval_s = 0.5\nretry_max_interval_s = 2.0\n")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bmd_edge.cli", "serve", "--config", str(self.config)],

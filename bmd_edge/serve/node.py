@@ -28,6 +28,7 @@ from bmd_edge.serve import logs
 from bmd_edge.serve.config import ServeConfig
 from bmd_edge.serve.sender import Sender, pynetdicom_module
 from bmd_edge.serve.spool import Spool
+from bmd_edge.sr_template import SRTemplates
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -56,6 +57,7 @@ class ServeNode:
         self._received_at: dict[str, float] = {}     # incoming ref → monotonic receipt time
         self._sr_received_at: dict[str, float] = {}  # SR file name → receipt time of its source
         self._stop = threading.Event()
+        self._sr_templates = SRTemplates()
         self._sender = (Sender(config, self.spool, self._stop, self._delivered,
                                self._destination_state)
                         if config.destination is not None else None)
@@ -178,7 +180,7 @@ class ServeNode:
     def _analyse(self, path: Path) -> None:
         import pydicom
 
-        from bmd_edge.dicom_out import build_results, result_paths, save_results
+        from bmd_edge.dicom_out import build_result_files, save_results
 
         name = path.stem
         if not path.exists():       # a duplicate of an image already handled
@@ -195,23 +197,14 @@ class ServeNode:
             result = p.infer([prepared])[0]
             written = []
             for k, one in enumerate(result.per_hip()):   # one SR (and SC) per hip
-                uids, sr, sc = build_results(one, header, model_input=prepared.images[k]
-                                             if self.cfg.secondary_capture else None,
-                                             references=p.references)
-                sr_path, sc_path = result_paths(uids, out)
+                uids, sr, sc = build_result_files(
+                    one, header, self._sr_templates, references=p.references,
+                    model_input=prepared.images[k] if self.cfg.secondary_capture else None)
                 with self._lock:            # before the file exists: the sender may be quick
                     t0 = self._received_at.get(name)
                     if t0 is not None:
-                        self._sr_received_at[sr_path.name] = t0
-                if self._sender is not None:    # handed over in memory before the file appears
-                    self._sender.offer(sr_path, sr)
-                    if sc is not None:
-                        self._sender.offer(sc_path, sc)
-                try:
-                    written.append(save_results(uids, sr, sc, out))
-                finally:
-                    if self._sender is not None:
-                        self._sender.withdraw_unsaved(sr_path, sc_path)
+                        self._sr_received_at[f"SR_{uids.sr_instance}.dcm"] = t0
+                written.append(save_results(uids, sr, sc, out))
         except (BmdEdgeError, _Refusal) as err:
             with self._lock:
                 self.stats.refused += 1
@@ -287,8 +280,21 @@ class ServeNode:
                 return
 
         assert self.cfg.health_port is not None
-        self._http = ThreadingHTTPServer((self.cfg.host, self.cfg.health_port), Handler)
+        self._http = _HealthServer((self.cfg.host, self.cfg.health_port), Handler)
         self._spawn(self._http.serve_forever, "bmd-health")
+
+
+class _HealthServer(ThreadingHTTPServer):
+    """The health check's HTTP server; a client that hangs up early (a probe's timeout under
+    load: BrokenPipeError on the reply) is one log line, not a traceback on stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        logs.event("health_request_failed", logging.DEBUG,
+                   error=type(sys.exc_info()[1]).__name__)
 
 
 class _Refusal(Exception):

@@ -12,8 +12,8 @@ rebooted, unplugged). Rules it keeps:
   30-60 s defaults and an unbounded connect, so a dead peer is noticed in seconds.
 - One association is kept open while results keep coming (opening one costs more than a
   C-STORE of an SR) and released after `IDLE_RELEASE_S` without work.
-- The dataset a worker just wrote is handed over in memory (`offer`), so the common path does
-  not parse the file again; after a restart or a failed round the file on disk is read.
+- A result is sent as its spool file's bytes (pynetdicom's chunked C-STORE): no parsing and
+  no re-encoding per send.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 
 
 class Sender:
-    """Runs in one thread (`run`); `offer` and `ready` are for the workers."""
+    """Runs in one thread (`run`); workers set `ready` when they wrote a result."""
 
     def __init__(self, cfg: ServeConfig, spool: Spool, stop: threading.Event,
                  on_delivered: Callable[[str, str], None],
@@ -49,25 +49,8 @@ class Sender:
         self.cfg, self.dest, self.spool, self._stop = cfg, cfg.destination, spool, stop
         self._on_delivered, self._on_state = on_delivered, on_state
         self.ready = threading.Event()
-        self._offered: dict[str, Any] = {}
-        self._offered_lock = threading.Lock()
         self._ae: Any = None
         self._assoc: Any = None
-
-    def offer(self, path: Path, dataset: Any) -> None:
-        """A worker is about to write `dataset` to `path` in the outgoing spool: send it from
-        memory once the file is there (the file stays the record until it is delivered)."""
-        with self._offered_lock:
-            if len(self._offered) < _MAX_OFFERED:
-                self._offered[path.name] = dataset
-
-    def withdraw_unsaved(self, *paths: Path) -> None:
-        """Forget offered datasets whose file was not written (a failed save), then wake up."""
-        with self._offered_lock:
-            for p in paths:
-                if p.name in self._offered and not p.exists():
-                    del self._offered[p.name]
-        self.ready.set()
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -114,37 +97,37 @@ class Sender:
         if assoc is None:
             return False
         for f in files:
-            ds = self._dataset(f)
-            if ds is None:       # gone meanwhile (delivered by an earlier round)
+            if not f.exists():       # gone meanwhile (delivered by an earlier round)
                 continue
             if not assoc.is_established:
                 logs.event("association_lost", logging.WARNING, file=f.name)
                 return False
             try:
-                status = assoc.send_c_store(ds)
+                status = self._store(assoc, f)
             except RuntimeError:   # the association ended between the check and the send
                 logs.event("association_lost", logging.WARNING, file=f.name)
                 return False
+            except FileNotFoundError:
+                continue
             code = getattr(status, "Status", None) if status else None
             if code not in DELIVERED:
                 logs.event("send_failed", logging.WARNING, file=f.name,
                            status=None if code is None else f"0x{code:04X}")
                 return False
             f.unlink(missing_ok=True)
-            self._on_delivered(f.name, str(ds.SOPInstanceUID))
+            self._on_delivered(f.name, f.stem.split("_", 1)[1])   # SR_<uid>.dcm / SC_<uid>.dcm
         return True
 
-    def _dataset(self, f: Path) -> Any:
+    @staticmethod
+    def _store(assoc: Any, f: Path) -> Any:
+        """C-STORE one spool file, streamed from disk as written (no decode, no re-encode);
+        parsed and converted only when the destination took another transfer syntax."""
         import pydicom
 
-        with self._offered_lock:
-            ds = self._offered.pop(f.name, None)
-        if ds is not None:
-            return ds
         try:
-            return pydicom.dcmread(f)
-        except FileNotFoundError:
-            return None
+            return assoc.send_c_store(f)
+        except ValueError:        # no accepted context for the file's transfer syntax
+            return assoc.send_c_store(pydicom.dcmread(f))
 
     # -- the association ----------------------------------------------------------------------
     def _association(self) -> Any:
@@ -175,6 +158,7 @@ def make_ae(cfg: ServeConfig) -> Any:
     """The requesting AE with serve's short timeouts (pynetdicom's defaults are 30-60 s and an
     unbounded TCP connect: a vanished peer would stall delivery that long)."""
     pn = pynetdicom_module()
+    pn._config.STORE_SEND_CHUNKED_DATASET = True   # send spool files as they are on disk
     ae = pn.AE(ae_title=cfg.ae_title)
     ae.connection_timeout = cfg.connect_timeout_s
     ae.acse_timeout = cfg.send_timeout_s
