@@ -114,6 +114,9 @@ def main() -> None:
     ap.add_argument("--pelvis", type=Path, default=None, help="cells mode: fresh pelvis cohort")
     ap.add_argument("--allow-unsigned", action="store_true")
     ap.add_argument("--backend", default="openvino", choices=("openvino", "onnxruntime"))
+    ap.add_argument("--note", default="", help="a sentence on what the bundle is, printed under the title")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="cells mode: keep/reuse each view's predictions here (.npz)")
     args = ap.parse_args()
     if args.hip is not None or args.pelvis is not None:
         cells_mode(args)
@@ -208,27 +211,39 @@ def cells_mode(args: argparse.Namespace) -> None:
 
     p = Predictor.load(args.bundle, backend=args.backend, allow_unsigned=args.allow_unsigned)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    recs: list[tuple[str, str, float, object]] = []
+    parts = []
     sources = []
-    for view, folder in (("hip", args.hip), ("pelvis", args.pelvis)):
+    for view_, folder in (("hip", args.hip), ("pelvis", args.pelvis)):
         if folder is None:
             continue
-        cases = manifest_cases(folder / "manifest.csv")
-        sources.append(f"`{folder}` ({len(cases)} {view} films)")
-        for (_, rec, y), pred in zip(cases, run_cases(p, cases)):
-            recs.append((view, rec["sex"], y, pred))
-        print(f"{view}: {len(cases)} cases", flush=True)
+        cache = None if args.cache is None else args.cache / f"cells_{view_}_{folder.name}.npz"
+        if cache is not None and cache.is_file():      # one view's run, kept to rerun the table
+            part = dict(np.load(cache, allow_pickle=False))
+        else:
+            cases = manifest_cases(folder / "manifest.csv")
+            preds = run_cases(p, cases)
+            part = {"view": np.array([view_] * len(cases)),
+                    "sex": np.array([c[1]["sex"] for c in cases]),
+                    "y": np.array([c[2] for c in cases]),
+                    "bmd": np.array([q.bmd_gcm2 for q in preds]),
+                    "lo": np.array([q.interval[0] for q in preds]),
+                    "hi": np.array([q.interval[1] for q in preds]),
+                    "flagged": np.array([q.flagged for q in preds]),
+                    "cell": np.array([q.interval_cell or "" for q in preds])}
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(cache, **part)
+        parts.append(part)
+        sources.append(f"`{folder}` ({len(part['y'])} {view_} films)")
+        print(f"{view_}: {len(part['y'])} cases", flush=True)
     secs = time.perf_counter() - t0
-    y = np.array([r[2] for r in recs])
-    preds = [r[3] for r in recs]
-    bmd = np.array([q.bmd_gcm2 for q in preds])  # type: ignore[attr-defined]
-    inside = np.array([q.interval[0] <= t <= q.interval[1] for q, t in zip(preds, y)])  # type: ignore
-    hw = np.array([(q.interval[1] - q.interval[0]) / 2 for q in preds])  # type: ignore
-    flagged = np.array([q.flagged for q in preds])  # type: ignore[attr-defined]
-    view = np.array([r[0] for r in recs])
-    sex = np.array([r[1] for r in recs])
-    cells = [q.interval_cell for q in preds]  # type: ignore[attr-defined]
-    tert = np.full(len(recs), -1)
+    cat = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
+    y, bmd, view, sex = cat["y"], cat["bmd"], cat["view"], cat["sex"]
+    inside = (y >= cat["lo"]) & (y <= cat["hi"])
+    hw = (cat["hi"] - cat["lo"]) / 2
+    flagged = cat["flagged"].astype(bool)
+    cells = [str(c) for c in cat["cell"]]
+    tert = np.full(len(y), -1)
     names = ("low", "mid", "high")
     if all(c and c != "pooled" for c in cells):
         tert = np.array([names.index(c.split("/")[2]) for c in cells])
@@ -243,6 +258,7 @@ def cells_mode(args: argparse.Namespace) -> None:
         how = "tertiles of this cohort's predictions (the bundle has no Mondrian table)"
     rel = p.reliability
     L = ["# Interval coverage per sex × predicted-BMD tertile × view (fresh cohorts)", "",
+         *([args.note, ""] if args.note else []),
          f"Bundle: `{args.bundle}` ({p.meta.provenance.training_data}), variant {p.variant}, "
          f"backend {args.backend}. Cohorts: {', '.join(sources)}; facts from the manifests, "
          "hips with their side, pelvis films with the labelled hip selected; force=True (a case "

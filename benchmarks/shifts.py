@@ -75,13 +75,22 @@ def _plain(path: Path, i: int) -> np.ndarray:
     return _pixels(path)
 
 
-def row(name: str, preds: list[Any], y: np.ndarray, refuse: float | None) -> dict[str, float]:
-    bmd = np.array([p.bmd_gcm2 for p in preds])
-    lo = np.array([p.interval[0] for p in preds])
-    hi = np.array([p.interval[1] for p in preds])
+def arrays_of(preds: list[Any]) -> dict[str, np.ndarray]:
+    """What a row's numbers need from its predictions (kept as .npz with --cache)."""
+    return {"bmd": np.array([p.bmd_gcm2 for p in preds]),
+            "lo": np.array([p.interval[0] for p in preds]),
+            "hi": np.array([p.interval[1] for p in preds]),
+            "flagged": np.array([p.flagged for p in preds]),
+            "score": np.array([np.nan if p.shift_score is None else p.shift_score
+                               for p in preds])}
+
+
+def row(name: str, a: dict[str, np.ndarray], y: np.ndarray,
+        refuse: float | None) -> dict[str, Any]:
+    bmd, lo, hi = a["bmd"], a["lo"], a["hi"]
     inside = (y >= lo) & (y <= hi)
-    flagged = np.array([p.flagged for p in preds])
-    score = np.array([np.nan if p.shift_score is None else p.shift_score for p in preds])
+    flagged = a["flagged"].astype(bool)
+    score = a["score"]
     refused = score > refuse if refuse is not None else np.zeros_like(flagged)
     un = ~flagged
     err = np.abs(bmd - y)
@@ -102,7 +111,10 @@ def main() -> None:
     ap.add_argument("--pelvis", type=Path, required=True, help="fresh pelvis cohort folder")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--backend", default="openvino", choices=("openvino", "onnxruntime"))
+    ap.add_argument("--note", default="", help="a sentence on what the bundle is, printed under the title")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shifts.md")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep/reuse each row's predictions here (.npz; same bundle and cohorts)")
     a = ap.parse_args()
 
     from bmd_edge.benchmark.machine import detect_machine
@@ -125,9 +137,16 @@ def main() -> None:
     rows = []
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
-    for name, cases, tf, drop in runs:
-        preds = run_cases(p, cases, transform=tf, drop=drop)
-        r = row(name, preds, np.array([c[2] for c in cases]),
+    for k, (name, cases, tf, drop) in enumerate(runs):
+        cache = None if a.cache is None else a.cache / f"shift_{k}_{len(cases)}.npz"
+        if cache is not None and cache.is_file():
+            arr = dict(np.load(cache, allow_pickle=False))
+        else:
+            arr = arrays_of(run_cases(p, cases, transform=tf, drop=drop))
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(cache, **arr)
+        r = row(name, arr, np.array([c[2] for c in cases]),
                 None if pol is None else pol.refuse_threshold)
         rows.append(r)
         print(f"{name}: MAE {r['mae']:.4f} flagged {r['flagged']:.3f} unflagged MAE "
@@ -141,6 +160,7 @@ def main() -> None:
 
     m = p.meta
     L = ["# Acquisition shifts: flagged share, and accuracy and coverage of what is not flagged", "",
+         *([a.note, ""] if a.note else []),
          f"Bundle: `{a.bundle}` ({m.model.name} {m.model.version}; {m.provenance.training_data}), "
          f"variant {p.variant}, backend {a.backend}. Cohorts: `{a.hip}` (first {len(hip)} hips; "
          f"{len(left)} of them left hips) and `{a.pelvis}` (first {len(pelvis)} AP pelvis films, "
