@@ -129,7 +129,7 @@ def add_embedding_outputs(folder: Path) -> list[str]:
 
 def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], *,
               backend: str = "openvino", coverage: float | None = None,
-              flag_rate: float = 0.045, refuse_factor: float = 2.0, max_widen: float = 3.0,
+              flag_rate: float = 0.04, refuse_factor: float = 2.0, max_widen: float = 3.0,
               stats_limit: int | None = None, cal_limit: int | None = None,
               sign_key: Path | None = None, log: Callable[[str], None] = print) -> Any:
     """Fit and write the reliability section of the bundle in `folder`; returns the new meta

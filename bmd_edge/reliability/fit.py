@@ -64,7 +64,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(s[k - 1])
 
 
-def thresholds(clean_scores: np.ndarray, flag_rate: float = 0.045,
+def thresholds(clean_scores: np.ndarray, flag_rate: float = 0.04,
                refuse_factor: float = 2.0) -> tuple[float, float]:
     """(flag, refuse): flag at the clean (1 − flag_rate) conformal quantile; refuse at
     refuse_factor × the largest clean score (no clean calibration case comes near it)."""
