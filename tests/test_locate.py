@@ -322,3 +322,27 @@ def test_flip_averaging_maps_the_mirror_back_onto_the_film() -> None:
     assert torch.allclose(torch.flip(hf, dims=[3])[:, [1, 0]], h, atol=1e-6)
     assert torch.allclose(torch.flip(gf, dims=[3]) * tta.gk + tta.gb, g, atol=1e-5)
     assert torch.allclose(cf, c, atol=1e-6)
+
+
+def test_checkpoint_averaging_takes_the_mean_of_the_weights(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from bmd_edge.locate.model import LocatorNet, LocatorNetConfig
+    from bmd_edge.locate.swa import average_checkpoints
+
+    cfg = LocatorNetConfig(width=4, head=8)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = LocatorNet(cfg)
+        paths.append(tmp_path / f"e{seed}.pt")
+        torch.save({"model": net.state_dict(), "spec": SPEC.to_dict(), "net": cfg.to_dict(),
+                    "config": {}, "metrics": {}, "epoch": seed}, paths[-1])
+    a, b = (torch.load(p, weights_only=True)["model"] for p in paths)
+    avg = average_checkpoints(paths)
+    assert torch.allclose(avg["model"]["heat.weight"], (a["heat.weight"] + b["heat.weight"]) / 2)
+    assert avg["epoch"] == 1 and not torch.equal(a["heat.weight"], b["heat.weight"])
+    LocatorNet(cfg).load_state_dict(avg["model"])           # loads as a plain checkpoint
+    torch.save({"model": a, "spec": SPEC.to_dict(), "net": {"width": 8, "head": 8},
+                "config": {}, "metrics": {}, "epoch": 2}, tmp_path / "other.pt")
+    with pytest.raises(ValueError):
+        average_checkpoints([paths[0], tmp_path / "other.pt"])
