@@ -371,7 +371,7 @@ def write_report(work: Path, started: float) -> None:
         _, records = paired_rows(us, PAIRS)
         records_by[name] = records
     lines += ["## Verdict on the paper's claim on this data", ""]
-    lines += [verdict(records_by.get(n, []), f"n = {n[1:]}") for n in PLAN if n in records_by]
+    lines += [verdict(records_by.get(n, []), f"n = {int(n[1:]):,}") for n in PLAN if n in records_by]
     if not records_by:
         lines.append("No fold has finished yet: the runs are in progress (see the tables below "
                      "as they fill).")
@@ -379,7 +379,7 @@ def write_report(work: Path, started: float) -> None:
     for name, us in units_by.items():
         plan = PLAN[name]
         table, _ = paired_rows(us, PAIRS)
-        lines += [f"## n = {name[1:]}: {plan['k']}-fold CV × seeds {', '.join(map(str, plan['seeds']))}",
+        lines += [f"## n = {int(name[1:]):,}: {plan['k']}-fold CV × seeds {', '.join(map(str, plan['seeds']))}",
                   "", progress_line(us, plan["k"], plan["seeds"]), "",
                   "### Rows (mean ± SD over folds)", "", *summary_table(us), "",
                   "MSE in (g/cm²)², MAE in g/cm²; AUC and recall for FN BMD < 0.899 g/cm². The last "
@@ -397,23 +397,6 @@ def write_report(work: Path, started: float) -> None:
                       "If the late fusion beats image-only, the clinical fields carry information "
                       "the image row did not extract, so a fused model could beat both; the deep "
                       "fused rows are then judged against that reachable gain.", ""]
-    fine = _units("n233_finetune")
-    if fine:
-        for u in fine:
-            u["_cohort"] = "n233"
-        base = [u for u in units_by.get("n233", []) if u["seed"] == 0]
-        ft_pairs = [("xattn/WSL1, fine-tuned", "image-only, fine-tuned"),
-                    ("xattn/WSL1, fine-tuned", "metadata-only"), ("xattn/WSL1, fine-tuned", "OLS"),
-                    ("image-only, fine-tuned", "image-only"), ("xattn/WSL1, fine-tuned", "xattn/WSL1")]
-        table, _ = paired_rows(fine + base, ft_pairs)
-        lines += ["## Fine-tuned rows (n = 233, CV seed 0 only, same ten folds)", "",
-                  "The encoder is trained end to end from the landmark-pretrained weights "
-                  "(`benchmarks/ablation_finetune.py`: augmentation on, WSL1, lr "
-                  f"{fine[0]['config'].get('lr')}, ≤ {fine[0]['config'].get('epochs')} epochs, "
-                  f"patience {fine[0]['config'].get('patience')}, early stopping on an inner split). "
-                  f"{len({u['fold'] for u in fine})}/10 folds done. Frozen-encoder rows of seed 0 "
-                  "for reference.", "", *summary_table_rows(fine + base), "",
-                  "Paired (same folds; one seed, so no spread over seeds):", "", *table, ""]
     if units_by:
         figs = plots(units_by, records_by)
         lines += ["## Figures", "", *(f"![{f}]({f})" for f in figs), ""]
