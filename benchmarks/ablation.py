@@ -375,7 +375,13 @@ def write_report(work: Path, started: float) -> None:
     if not records_by:
         lines.append("No fold has finished yet: the runs are in progress (see the tables below "
                      "as they fill).")
-    lines += ["", VERDICT_TEXT, ""]
+    if len(records_by) == len(PLAN) and all(
+            len(_units(n)) == 6 * PLAN[n]["k"] * len(PLAN[n]["seeds"]) for n in PLAN):
+        lines += ["", VERDICT_TEXT, ""]  # written for the finished runs; not for partial ones
+    else:
+        lines += ["", "(Runs in progress: the plain-language reading is added when every "
+                  "planned fold is done; a comparison counts as a win only when the "
+                  "Nadeau–Bengio 95 % CIs of both ΔR² and ΔMAE exclude zero in its favour.)", ""]
     for name, us in units_by.items():
         plan = PLAN[name]
         table, _ = paired_rows(us, PAIRS)
@@ -405,10 +411,32 @@ def write_report(work: Path, started: float) -> None:
     (RESULTS / "ablation.md").write_text("\n".join(lines) + "\n")
 
 
-VERDICT_TEXT = (
-    "Reading: see the section above (filled in from the confidence intervals each time the report "
-    "is rewritten; a comparison is called a win only when the Nadeau–Bengio 95 % CIs of both ΔR² "
-    "and ΔMAE exclude zero in the same direction).")
+VERDICT_TEXT = """\
+**In plain words.** The paper's claim — the fused model beats *both* single-modality models — is
+**not reproduced on this data**. With a large cohort (n = 2,000) both fused models are clearly
+better than the clinical fields alone (ΔR² ≈ +0.30, every fold), but neither is better than the
+image alone: cross-attention ties image-only (ΔR² +0.004, CI −0.07 to +0.08), concatenation is
+ahead in all five folds but by an amount the fold-corrected test cannot separate from zero
+(+0.042, CI −0.008 to +0.092; the uncorrected CI would have called it significant). In the
+paper's own regime (n = 233, 10 folds × 3 seeds) nothing is resolved: every fused-vs-single
+ΔR² interval spans zero (only xattn − metadata-only's ΔMAE, −0.014, CI −0.026 to −0.001,
+excludes it), and the simple OLS on the ten fields (pooled R² ≈ 0.21–0.23) is as good as
+any deep row on frozen features (0.04–0.32).
+
+Cross-attention vs concatenation reproduces the paper's *size* at n = 233 — MSE −16 %, MAE −9 %
+(paper −16.7 %, −6.0 %), ahead in 24 of 30 folds — but the Nadeau–Bengio interval includes zero
+(ΔR² +0.148, CI −0.011 to +0.307, p = 0.07), and at n = 2,000 the sign reverses (ΔR² −0.038,
+CI −0.105 to +0.028). The likelier reading is that concatenation (an MLP over all field tokens)
+over-fits 200 training cases more than cross-attention does, not that cross-attention fuses
+better. Fusion had room to help: a 3-coefficient linear late fusion of the image-only and OLS
+predictions gains +0.11 to +0.16 R² over image-only at n = 233 and +0.053 at n = 2,000 (the
+world's designed headroom from micro-architecture the image cannot show is ≈ +0.016 R² for an
+ideal image model; a weaker image model leaves more to the fields). The deep fused rows reach
+part of that gain at best (concat +0.04 at n = 2,000) and none of it reliably.
+
+Limits of this verdict: a frozen encoder pretrained on synthetic landmarks (not a fine-tuned
+ImageNet ResNet34), synthetic v2 data whose field contribution was sized from the literature,
+one seed at n = 2,000, and no fine-tuned rows (CPU budget)."""
 
 
 def main() -> None:
