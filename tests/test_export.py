@@ -275,3 +275,15 @@ def test_onnx_runtime_fuses_every_int8_convolution(built: dict) -> None:
     inits = {t.name for t in opt.graph.initializer}
     weight_dq = [n.name for n in opt.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert weight_dq == [], weight_dq  # no weight is dequantized at run time
+
+
+def test_relayout_tool_refuses_a_bundle_already_in_ort_layout(built: dict, tmp_path: Path) -> None:
+    """export writes ORT's layout itself; the post-hoc tool (for older bundles) must say so."""
+    from bmd_edge.compress.ort_layout_bundle import is_ort_layout, relayout_bundle
+    from bmd_edge.errors import InputError
+
+    assert is_ort_layout(built["bundle"] / "model_int8.onnx")
+    assert not is_ort_layout(built["bundle"] / "model_fp32.onnx")
+    with pytest.raises(InputError, match="already in ONNX Runtime's layout"):
+        relayout_bundle(built["bundle"], tmp_path / "out", [])
+    assert not (tmp_path / "out").exists()
