@@ -101,5 +101,60 @@ def reliability_step(work: Path, stats: list[Path], n: int,
                     *cal], check=True, cwd=REPO)
 
 
+def crop_main(argv: list[str]) -> None:
+    """The canonical-crop default (issues #15/#16): a crop run → int8 → bundle + locator.
+
+    Steps: (1) the run: `python -m bmd_edge.training.crop_train --cohort ... --out RUN` (its
+    cohorts and split are in RUN/split.json); (2) PTQ on 300 stratified training hips + QAT on
+    jittered crops; (3) every format, interval from the run's held-out labelled hips; (4) the hip
+    locator run attached (`locate.bundle_entry.add_locator`); (5) the reliability section fitted
+    (calibration/calibrate_reliability.py) on fresh clean cohorts; (6) copied into export/. Then
+    pin the printed digest (bmd_edge/bundle_trust.py) and run `scripts/readme_outputs.py --write`.
+    """
+    from bmd_edge.bundle import Bundle
+    from bmd_edge.compress.crop_pipeline import run_crop_export, run_crop_quantize
+    from bmd_edge.compress.quantize import QuantizeConfig
+    from bmd_edge.locate.bundle_entry import add_locator
+
+    ap = argparse.ArgumentParser(description=crop_main.__doc__.splitlines()[0])
+    ap.add_argument("--crop-run", type=Path, required=True)
+    ap.add_argument("--locator-run", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "default_crop")
+    ap.add_argument("--qat-epochs", type=int, default=1)
+    ap.add_argument("--qat-samples", type=int, default=800)
+    ap.add_argument("--stats", type=Path, action="append", required=True,
+                    help="training-distribution manifest(s) for the shift statistics")
+    ap.add_argument("--calibration", type=Path, action="append", required=True,
+                    help="fresh clean manifests (hip and pelvis) for thresholds and intervals")
+    ap.add_argument("--stats-limit", type=int, default=400)
+    ap.add_argument("--training-data", required=True)
+    a = ap.parse_args(argv)
+    w = a.work
+    if not (w / "q" / "quantize.json").exists():
+        run_crop_quantize(a.crop_run, w / "q", QuantizeConfig(qat_epochs=a.qat_epochs),
+                          qat_samples=a.qat_samples)
+    run_crop_export(a.crop_run, w / "q", w / "bundle_bmd", optional_fp32=True, overwrite=True,
+                    training_data=a.training_data)
+    add_locator(w / "bundle_bmd", a.locator_run, w / "bundle", overwrite=True,
+                precisions=("int8", "fp32"))
+    subprocess.run([sys.executable, str(REPO / "calibration" / "calibrate_reliability.py"),
+                    str(w / "bundle"), *[x for m in a.stats for x in ("--stats", str(m))],
+                    "--stats-limit", str(a.stats_limit),
+                    *[x for m in a.calibration for x in ("--calibration", str(m))]],
+                   check=True, cwd=REPO)
+    for old in (REPO / "export").iterdir():
+        if old.is_file() and old.suffix in (".xml", ".bin", ".onnx", ".npz", ".json"):
+            old.unlink()
+    for f in sorted((w / "bundle").iterdir()):
+        if f.is_file():
+            tmp = REPO / "export" / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            tmp.replace(REPO / "export" / f.name)
+    print(f"export/: digest {Bundle.load(REPO / 'export', allow_unsigned=True).meta.digest()}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--crop-run" in sys.argv:
+        crop_main(sys.argv[1:])
+    else:
+        main()

@@ -224,20 +224,8 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
                log: Log = print) -> Any:
     """Write a verified bundle to `out` (signed with `sign_key` if given); returns its
     `bundle.BundleMeta`."""
-    import shutil
-
-    import torch
-
-    from bmd_edge import __version__
-    from bmd_edge.bundle import FORMAT_VERSION, Bundle, BundleMeta, staging_dir, write_bundle
-    from bmd_edge.bundle_embed import stamp
     from bmd_edge.compress import calibration as cal
-    from bmd_edge.compress.conformal import conformal_halfwidth, empirical_coverage
-    from bmd_edge.compress.export import run_model_file, write_variant
-    from bmd_edge.compress.formats import FORMATS, select_formats
-    from bmd_edge.compress.quantize import load_quantized, predict_batches
-    from bmd_edge.references import default_references
-    from bmd_edge.schema import schema_to_dict
+    from bmd_edge.compress.formats import select_formats
 
     model, meta = _fp32(checkpoint)
     spec = _spec(meta)
@@ -271,7 +259,37 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
         chosen = tuple(f for f in chosen if f.precision != "int8")
         log("no --quantized given: exporting fp32 variants only")
 
-    data = load_arrays(held, spec)
+    return export_arrays(model, meta, spec, load_arrays(held, spec), interval_idx, test_idx, rec,
+                         out, chosen=chosen, quantized=quantized, overwrite=overwrite,
+                         optional_fp32=optional_fp32, coverage=coverage, batch_size=batch_size,
+                         training_data=training_data or f"checkpoint {Path(checkpoint).name}; "
+                                                        f"cases from manifest {Path(manifest).name}",
+                         model_name=model_name, sign_key=sign_key, log=log)
+
+
+def export_arrays(model: Any, meta: dict[str, Any], spec: Any, data: Arrays,
+                  interval_idx: Sequence[int], test_idx: Sequence[int], rec: dict[str, Any],
+                  out: str | Path, *, chosen: Sequence[Any], quantized: str | Path | None,
+                  overwrite: bool, optional_fp32: bool, coverage: float, batch_size: int,
+                  training_data: str, model_name: str, sign_key: str | Path | None,
+                  log: Log, extra: dict[str, Any] | None = None) -> Any:
+    """The format-independent half of export: held-out arrays → every chosen format → metrics,
+    interval, bundle.json → atomic rename. `meta["crop"]` (a canonical-crop model) goes into the
+    input section; `extra` adds top-level bundle.json sections (e.g. the hip locator)."""
+    import shutil
+
+    import torch
+
+    from bmd_edge import __version__
+    from bmd_edge.bundle import FORMAT_VERSION, Bundle, BundleMeta, staging_dir, write_bundle
+    from bmd_edge.bundle_embed import stamp
+    from bmd_edge.compress.conformal import conformal_halfwidth, empirical_coverage
+    from bmd_edge.compress.export import run_model_file, write_variant
+    from bmd_edge.compress.formats import FORMATS
+    from bmd_edge.compress.quantize import load_quantized, predict_batches
+    from bmd_edge.references import default_references
+    from bmd_edge.schema import schema_to_dict
+
     batches = data.batches(batch_size)
     tb = torch_batches(batches)
     ref = {"fp32": predict_batches(model, tb)}
@@ -330,9 +348,10 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
             "intended_use": INTENDED_USE,
             "input": {"preprocess": spec.to_dict(), "schema": meta.get("schema") or schema_to_dict(),
                       "names": ["image", "values", "present"],
-                      "shapes": {"image": ["batch", 1, spec.size, spec.size],
+                      "shapes": {"image": ["batch", 1, data.image.shape[-1], data.image.shape[-1]],
                                  "values": ["batch", len(data.values[0])],
-                                 "present": ["batch", len(data.values[0])]}},
+                                 "present": ["batch", len(data.values[0])]},
+                      **({"crop": meta["crop"]} if meta.get("crop") else {})},
             "output": {"name": "bmd", "unit": "g/cm2", "scale": "GE Lunar femoral neck",
                        "attention": "field_attention (batch, fields): share of metadata attention"},
             "references": {**default_references(),
@@ -340,11 +359,11 @@ def run_export(checkpoint: str | Path, out: str | Path, *, quantized: str | Path
             "interval": {**intervals[primary].to_dict(), "variant": primary},
             "variants": variants,
             "provenance": {
-                "training_data": training_data or f"checkpoint {Path(checkpoint).name}; cases "
-                                                  f"from manifest {Path(manifest).name}",
+                "training_data": training_data,
                 "calibration": calib_meta, "versions": versions()},
             # placeholders until write_bundle hashes the stamped files
             "files": {f: "0" * 64 for fmt in chosen for f in fmt.files},
+            **(extra or {}),
         }
         typed = BundleMeta.from_dict(bundle_meta)  # the one validation, before any stamping
         for fmt in chosen:

@@ -66,6 +66,15 @@ class HipSample:
     view: str                    # "hip" | "pelvis"
     labelled: bool               # True: the manifest's hip (fn_bmd); False: the other hip
 
+    @property
+    def fn_bmd(self) -> float:
+        """The label under a manifest Case's name (calibration helpers stratify by it)."""
+        return self.label
+
+    @property
+    def line(self) -> int:
+        return 0
+
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:

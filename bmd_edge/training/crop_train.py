@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-samples", type=int, default=None, help="subsample (smoke runs)")
     ap.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     ap.add_argument("--fov", type=float, default=None, help="crop field of view, head radii")
+    ap.add_argument("--image-size", type=int, default=None, help="crop side in px (preset's)")
+    ap.add_argument("--stop-at", default=None,
+                    help="wall-clock deadline, UTC HH:MM: no epoch starts that would end after it")
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from bmd_edge.training.crop_dataset import CropDataset
     from bmd_edge.training.trainer import fit
 
-    cfg = resolve_config(a.preset, epochs=a.epochs, threads=a.threads)
+    cfg = resolve_config(a.preset, epochs=a.epochs, threads=a.threads, image_size=a.image_size)
     spec = CropSpec(size=cfg.image_size, **({"fov_head_radii": a.fov} if a.fov else {}))
     t0 = time.time()
 
@@ -65,9 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     log(f"patches ready ({sum(p.pixels.nbytes for p in train_ds.patches) / 2**20:.0f} MB)")
     resume = a.out / "last.pt" if a.resume and (a.out / "last.pt").is_file() else None
     res = fit(cfg, train, val, a.out, log=log, resume=resume, datasets=(train_ds, val_ds),
-              crop=spec)
+              crop=spec, stop_at=_deadline(a.stop_at))
     log(f"best epoch {res.best_epoch}: {res.best_metrics}")
     return 0
+
+
+def _deadline(hhmm: str | None) -> float | None:
+    """'HH:MM' (UTC, today or, if already past, tomorrow) → time.time() value."""
+    if not hhmm:
+        return None
+    import datetime as dt
+
+    h, m = (int(x) for x in hhmm.split(":"))
+    now = dt.datetime.now(dt.timezone.utc)
+    at = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    if at <= now:
+        at += dt.timedelta(days=1)
+    return at.timestamp()
 
 
 if __name__ == "__main__":

@@ -215,6 +215,7 @@ def fit(
     resume: str | Path | None = None,
     datasets: tuple[Any, Any] | None = None,
     crop: Any = None,
+    stop_at: float | None = None,
 ) -> TrainResult:
     """Train one model; write OUT/best.pt, OUT/last.pt and OUT/history.csv; return the best model.
 
@@ -225,6 +226,8 @@ def fit(
     `datasets` (train, validation) replaces the manifest datasets (e.g. `CropDataset`s: anything
     with `labels`, `cases` and BmdDataset's items); `crop` (a `locate.crop.CropSpec`) is then
     stored in the checkpoint so export writes it into the bundle's input section.
+    `stop_at` (a time.time() value): stop after the epoch whose successor would end past it — a
+    run on a shared machine that must finish by a wall-clock time keeps its best epoch so far.
     """
     from bmd_edge import __version__
     from bmd_edge.model import build_model
@@ -357,7 +360,11 @@ def fit(
             else:
                 state.bad_epochs += 1
             state.epoch = epoch
-            stop = broadcast_flag(ctx, not improved and state.bad_epochs >= cfg.patience)
+            out_of_time = stop_at is not None and time.time() + row["seconds"] > stop_at
+            stop = broadcast_flag(ctx, (not improved and state.bad_epochs >= cfg.patience)
+                                  or out_of_time)
+            if out_of_time and log is not None:
+                log(f"stopping after epoch {epoch}: another would end past the deadline")
             if ctx.is_main:
                 _write_history(out / "history.csv", history)
                 if improved:
