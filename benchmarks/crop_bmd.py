@@ -29,10 +29,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bmd_edge.benchmark.machine import detect_machine  # noqa: E402
-from bmd_edge.references import SCREENING_THRESHOLD_GCM2  # noqa: E402
-from bmd_edge.schema import FIELD_NAMES  # noqa: E402
-from bmd_edge.training.metrics import all_metrics  # noqa: E402
+from bmd_edge.benchmark.machine import detect_machine
+from bmd_edge.references import SCREENING_THRESHOLD_GCM2
+from bmd_edge.schema import FIELD_NAMES
+from bmd_edge.training.metrics import all_metrics
 
 OUT = REPO / "benchmarks" / "results"
 
@@ -50,22 +50,30 @@ def cohort(folder: Path, limit: int | None) -> list[dict[str, Any]]:
         fields = {k: r[k] for k in FIELD_NAMES if r.get(k, "") != ""}
         out.append({"path": folder / r["image"], "fields": fields, "label": float(r["fn_bmd"]),
                     "hip": r.get("select") or r["side"],
-                    "other_bmd": float(oracle[r["image"]]["other_side_bmd"])})
+                    "other_bmd": float(oracle[r["image"]]["other_side_bmd"]),
+                    "pelvis": bool(r.get("select"))})
     return out
 
 
-def run(pred: Any, films: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One predict per film; the labelled hip's (and the other hip's) estimate."""
+def run(pred: Any, films: list[dict[str, Any]], told: bool = False) -> list[dict[str, Any]]:
+    """One predict per film; the labelled hip's (and the other hip's) estimate. `told`: give the
+    old way its best case (--side, and --select on a pelvis), as a pre-#15 bundle needs."""
     out = []
     for f in films:
         fields = dict(f["fields"])
         age, sex = fields.pop("age_xray"), fields.pop("sex")
+        if told:
+            fields["side"] = f["hip"]
+            if f.get("pelvis"):
+                fields["select"] = f["hip"]
         try:
             p = pred.predict(f["path"], age=age, sex=sex, **fields)
         except Exception as err:  # noqa: BLE001 - a refused film is a result here
             out.append({**f, "error": f"{type(err).__name__}: {err}"})
             continue
         hips = {h.hip: h for h in getattr(p, "hips", ())}
+        if told and not hips:  # a pre-#15 result: one hip, the one asked for
+            hips = {f["hip"]: p}
         own = hips.get(f["hip"])
         other = hips.get("left" if f["hip"] == "right" else "right")
         out.append({**f, "error": None if own else f"labelled hip not returned ({sorted(map(str, hips))})",
@@ -132,6 +140,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--name", default="crop_bmd")
     ap.add_argument("--no-fp32", action="store_true")
+    ap.add_argument("--old-bundle", type=Path, default=None,
+                    help="also run this (pre-#15) bundle, told --side/--select, for comparison")
     a = ap.parse_args()
 
     from bmd_edge.runtime.predictor import Predictor
@@ -150,6 +160,10 @@ def main() -> None:
     if fp32 is not None:
         res["single_fp32"] = run(fp32, hips)
         res["pelvis_fp32"] = run(fp32, pelvis)
+    if a.old_bundle is not None:
+        old = Predictor.load(a.old_bundle, variant="openvino-int8", allow_unsigned=True)
+        res["old_single_told_side"] = run(old, hips, told=True)
+        res["old_pelvis_told_select"] = run(old, pelvis, told=True)
     secs = time.time() - t0
     s = {k: summary(v) for k, v in res.items()}
     s["single_right"] = summary([r for r in res["single"] if r["hip"] == "right"])
@@ -165,27 +179,28 @@ def main() -> None:
         ("pelvis-view MAE within 10 % of single-hip MAE",
          rel(s["pelvis"]["mae"], s["single"]["mae"]), 0.10),
     ]
-    lines = [f"# Canonical-crop BMD model through `predict` (issues #15, #16)", "",
+    lines = ["# Canonical-crop BMD model through `predict` (issues #15, #16)", "",
              f"Machine: {detect_machine().line()}",
-             f"Load average at start: {', '.join(f'{v:.1f}' for v in load0)}; at end: "
-             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; {secs:.0f} s in all.",
-             f"Bundle: `{a.bundle}`. Fresh seeds: `{a.hips}` ({len(hips)} single-hip films), "
-             f"`{a.pelvis}` ({len(pelvis)} AP pelvis films). Every film through "
-             "`Predictor.predict` (read → locate → canonical crop → BMD), no `--side`, the "
-             "manifest's clinical fields; a film whose labelled hip is not returned counts as "
-             "missed (column `found`).", "",
+             (f"Load average at start: {', '.join(f'{v:.1f}' for v in load0)}; at end: "
+              f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; {secs:.0f} s in all."),
+             (f"Bundle: `{a.bundle}`. Fresh seeds: `{a.hips}` ({len(hips)} single-hip films), "
+              f"`{a.pelvis}` ({len(pelvis)} AP pelvis films). Every film through "
+              "`Predictor.predict` (read → locate → canonical crop → BMD), no `--side`, the "
+              "manifest's clinical fields; a film whose labelled hip is not returned counts as "
+              "missed (column `found`)."), "",
              "| set | n | found | MAE | R² | AUC | bias | 90 % coverage |",
              "|---|---|---|---|---|---|---|---|"]
-    for k in ("single", "single_right", "single_left", "pelvis", "single_fp32", "pelvis_fp32"):
+    for k in ("single", "single_right", "single_left", "pelvis", "single_fp32", "pelvis_fp32",
+              "old_single_told_side", "old_pelvis_told_select"):
         if k in s:
             v = s[k]
             lines.append(f"| {k} | {v['n']} | {fmt(v.get('found'))} | {fmt(v.get('mae'))} | "
                          f"{fmt(v.get('r2'))} | {fmt(v.get('auc'))} | {fmt(v.get('bias'))} | "
                          f"{fmt(v.get('coverage'))} |")
     o = s["pelvis_other_hip"]
-    lines += ["", f"Pelvis, the other (unlabelled) hip against the generator's true BMD of that "
-              f"hip (`other_side_bmd`, no DXA label noise): n {o['n']}, MAE "
-              f"{fmt(o.get('mae'))}, R² {fmt(o.get('r2'))}.", "", "## Acceptance", "",
+    lines += ["", (f"Pelvis, the other (unlabelled) hip against the generator's true BMD of "
+                   f"that hip (`other_side_bmd`, no DXA label noise): n {o['n']}, MAE "
+                   f"{fmt(o.get('mae'))}, R² {fmt(o.get('r2'))}."), "", "## Acceptance", "",
               "| check | value | limit | met |", "|---|---|---|---|"]
     for name, v, lim in checks:
         lines.append(f"| {name} | {v:+.1%} | ≤ {lim:.0%} | {'yes' if v <= lim else 'NO'} |")

@@ -128,20 +128,29 @@ def crop_main(argv: list[str]) -> None:
                     help="fresh clean manifests (hip and pelvis) for thresholds and intervals")
     ap.add_argument("--stats-limit", type=int, default=400)
     ap.add_argument("--training-data", required=True)
+    ap.add_argument("--install", action="store_true",
+                    help="copy WORK/bundle into export/ (after benchmarks/crop_bmd.py says it is "
+                         "better than the shipped one)")
     a = ap.parse_args(argv)
     w = a.work
     if not (w / "q" / "quantize.json").exists():
         run_crop_quantize(a.crop_run, w / "q", QuantizeConfig(qat_epochs=a.qat_epochs),
                           qat_samples=a.qat_samples)
-    run_crop_export(a.crop_run, w / "q", w / "bundle_bmd", optional_fp32=True, overwrite=True,
-                    training_data=a.training_data)
-    add_locator(w / "bundle_bmd", a.locator_run, w / "bundle", overwrite=True,
-                precisions=("int8", "fp32"))
-    subprocess.run([sys.executable, str(REPO / "calibration" / "calibrate_reliability.py"),
-                    str(w / "bundle"), *[x for m in a.stats for x in ("--stats", str(m))],
-                    "--stats-limit", str(a.stats_limit),
-                    *[x for m in a.calibration for x in ("--calibration", str(m))]],
-                   check=True, cwd=REPO)
+    if not (w / "bundle_bmd" / "bundle.json").exists():
+        run_crop_export(a.crop_run, w / "q", w / "bundle_bmd", optional_fp32=True,
+                        overwrite=True, training_data=a.training_data)
+    if not (w / "bundle" / "reliability.npz").exists():
+        add_locator(w / "bundle_bmd", a.locator_run, w / "bundle", overwrite=True,
+                    precisions=("int8",))
+        subprocess.run([sys.executable, str(REPO / "calibration" / "calibrate_reliability.py"),
+                        str(w / "bundle"), *[x for m in a.stats for x in ("--stats", str(m))],
+                        "--stats-limit", str(a.stats_limit),
+                        *[x for m in a.calibration for x in ("--calibration", str(m))]],
+                       check=True, cwd=REPO)
+    print(f"{w / 'bundle'}: digest "
+          f"{Bundle.load(w / 'bundle', allow_unsigned=True).meta.digest()}")
+    if not a.install:
+        return
     for old in (REPO / "export").iterdir():
         if old.is_file() and old.suffix in (".xml", ".bin", ".onnx", ".npz", ".json"):
             old.unlink()

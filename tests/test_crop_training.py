@@ -3,6 +3,7 @@ and a tiny run writes a checkpoint that carries its CropSpec."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ SPEC = CropSpec(size=32)
 @pytest.fixture(scope="module")
 def cohorts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("crops")
-    hip = generate_cohort(6, root / "hip", seed=3, size=96, view="hip", workers=1).parent
+    hip = generate_cohort(24, root / "hip", seed=3, size=96, view="hip", workers=1).parent
     pelvis = generate_cohort(4, root / "pelvis", seed=4, size=128, view="pelvis", workers=1).parent
     return hip, pelvis
 
@@ -33,7 +34,7 @@ def cohorts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_pelvis_films_give_both_hips_with_their_own_labels(cohorts: tuple[Path, Path]) -> None:
     hip, pelvis = cohorts
     single = samples_from_cohort(hip)
-    assert len(single) == 6 and all(s.labelled and s.view == "hip" for s in single)
+    assert len(single) == 24 and all(s.labelled and s.view == "hip" for s in single)
     both = samples_from_cohort(pelvis)
     assert len(both) == 8 and sum(s.labelled for s in both) == 4
     for film in {s.image for s in both}:
@@ -89,3 +90,29 @@ def test_tiny_crop_run_stores_its_crop_spec(cohorts: tuple[Path, Path], tmp_path
     assert CropSpec.from_dict(ck["crop"]) == CropSpec(size=64)
     assert ck["model_config"]["image_size"] == 64
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_crop_run_exports_a_bundle_that_crops(cohorts: tuple[Path, Path], tmp_path: Path) -> None:
+    """Quantize + export a tiny crop run: bundle.json's input carries the run's CropSpec, the
+    image input is the crop's size, and every runtime file matches torch on held-out crops."""
+    from bmd_edge.bundle import Bundle
+    from bmd_edge.compress.crop_pipeline import run_crop_export, run_crop_quantize
+    from bmd_edge.compress.quantize import QuantizeConfig
+    from bmd_edge.training.crop_train import main
+
+    hip, pelvis = cohorts
+    run = tmp_path / "run"
+    assert main(["--cohort", str(hip), "--cohort", str(pelvis), "--out", str(run),
+                 "--preset", "tiny", "--epochs", "1", "--threads", "1"]) == 0
+    films = sorted({str(s.image) for s in samples_from_cohort(hip) + samples_from_cohort(pelvis)})
+    (run / "split.json").write_text(json.dumps({  # 22 films held out (interval + test)
+        "cohorts": [str(hip.resolve()), str(pelvis.resolve())], "val_images": films[:22]}))
+    run_crop_quantize(run, tmp_path / "q", QuantizeConfig(subset_size=8, qat_epochs=0,
+                                                          batch_size=4), log=lambda _: None)
+    run_crop_export(run, tmp_path / "q", tmp_path / "bundle", training_data="test",
+                    batch_size=4, log=lambda _: None)
+    meta = Bundle.load(tmp_path / "bundle", allow_unsigned=True).meta
+    assert meta.input.crop == CropSpec(size=64)
+    assert meta.input.shapes["image"] == ["batch", 1, 64, 64]
+    for v in meta.variants.values():
+        assert v.metrics["max_abs_diff_vs_torch_gcm2"] < (0.05 if v.precision == "int8" else 1e-4)

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from bmd_edge.compress.pipeline import Arrays, Log, export_arrays, metrics_of, torch_batches, write_json
+from bmd_edge.compress.pipeline import (
+    Arrays,
+    Log,
+    export_arrays,
+    metrics_of,
+    torch_batches,
+    write_json,
+)
 from bmd_edge.errors import InputError
 
 
