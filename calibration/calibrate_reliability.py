@@ -50,8 +50,9 @@ def main() -> None:
          f"(this file is its output). Bundle: `{a.bundle}` ({meta.model.name} "
          f"{meta.model.version}), backend {a.backend}. Bundle digest after: `{meta.digest()}`.", "",
          f"Statistics set: {r.shift.n_stats} cases ({', '.join(str(m) for m in a.stats)}). "
-         f"Calibration set: {r.shift.n_calibration} cases "
-         f"({', '.join(str(m) for m in a.calibration)}).", "",
+         f"Calibration manifests: {', '.join(str(m) for m in a.calibration)}; thresholds from "
+         f"the {r.shift.n_calibration} cases of the trained view(s) {', '.join(r.shift.views)}.",
+         "",
          f"Shift score: embedding {'used' if r.shift.uses_embedding else 'NOT available'}; "
          f"flag above {r.shift.flag_threshold:.3f} (clean calibration cases flagged: "
          f"{r.shift.clean_flagged:.3f}); refuse above {r.shift.refuse_threshold:.3f}; flagged "

@@ -181,7 +181,11 @@ def calibrate(folder: Path, stats: Sequence[Path], calibration: Sequence[Path], 
     flag, refuse = fit.thresholds(scores[ref], flag_rate, refuse_factor)
     clean = scores <= flag
     cov = coverage or b.meta.interval.coverage
-    mondrian = fit.fit_mondrian(cal.y[clean], cal.pred[clean], cal.sex[clean], cal.view[clean], cov)
+    # Interval cells: a trained view's unflagged cases; every case of an untrained view (all of
+    # them are flagged at run time, by the view rule, and not widened: the cell is their width).
+    cells = clean | ~ref
+    mondrian = fit.fit_mondrian(cal.y[cells], cal.pred[cells], cal.sex[cells], cal.view[cells],
+                                cov)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     (folder / STATS_FILE).write_bytes(buf.getvalue())

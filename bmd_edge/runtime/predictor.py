@@ -392,7 +392,9 @@ class Predictor:
                     "before relying on it"))
             if sc.score > policy.flag_threshold:
                 flagged = True
-                widen = min(sc.score / policy.flag_threshold, policy.max_widen)
+                # an untrained view's cell was calibrated on all of that view's cases: no widening
+                widen = (min(sc.score / policy.flag_threshold, policy.max_widen)
+                         if case.view in policy.views else 1.0)
                 hw *= widen
                 warnings.append(Warn(
                     "shift-flagged", "image", f"{sc.score:.2f}",
