@@ -142,7 +142,7 @@ def pretrain(cohort: str | Path, out_dir: str | Path, cfg: PretrainConfig = Pret
     history: list[dict[str, float]] = []
     state_path = out / "state.pt"
     if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         history = state["history"]
