@@ -471,7 +471,7 @@ def main() -> None:
     if not args.report_only:
         import torch
 
-        blob_cfg = torch.load(encoder, map_location="cpu", weights_only=False)
+        blob_cfg = torch.load(encoder, map_location="cpu", weights_only=True)
         summary = {**blob_cfg["config"], **blob_cfg["history"][-1],
                    "minutes": sum(h["seconds"] for h in blob_cfg["history"]) / 60}
         (args.work / "pretrain" / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -58,7 +58,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict[str, object]]:
     """The pretrained ResNet trunk (eval mode) and its pretraining config."""
     from bmd_edge.model.resnet import create_resnet
 
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
     cfg = dict(blob["config"])
     net = create_resnet(str(cfg["arch"]), width=int(cfg["width"]))
     net.load_state_dict(blob["state_dict"])
