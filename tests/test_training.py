@@ -71,8 +71,10 @@ def test_presets_resolve_and_validate() -> None:
                        ({"loss": "l2"}, "wsl1, smoothl1")):
         with pytest.raises(Exception, match=match):
             resolve_config("tiny", **bad)
-    with pytest.raises(Exception, match="paper, cpu-fast, tiny"):
+    with pytest.raises(Exception, match="paper, cpu-fast, crop-cpu, tiny"):
         resolve_config("huge")
+    for name in PRESETS:  # every preset, the crop model's too, builds a valid ModelConfig
+        resolve_config(name).model_config()
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -273,7 +275,9 @@ def test_cli_train_evaluate_and_bad_preset(cohort: Path, tmp_path: Path) -> None
     r = runner.invoke(app, ["train", "--preset", "huge", "--manifest", str(cohort)])
     assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert lines == ["error: unknown preset 'huge'; choose one of: paper, cpu-fast, tiny"]
+    from bmd_edge.training.config import PRESETS
+    assert lines == [f"error: unknown preset 'huge'; choose one of: {', '.join(PRESETS)}"]
+    assert {"paper", "cpu-fast", "tiny", "crop-cpu"} <= set(PRESETS)
 
 
 def test_cli_evaluate_missing_checkpoint(cohort: Path, tmp_path: Path) -> None:
