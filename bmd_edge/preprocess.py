@@ -34,6 +34,18 @@ SIDES = ("left", "right")
 _PERCENTILE_SAMPLES = 65536  # about 256² pixels are enough for a stable 0.5/99.5 % window
 
 
+def checked_window(value: Any, what: str) -> tuple[float, float]:
+    """(low, high) intensity-window percentiles, or InputError: one rule for every spec that
+    windows (whole-film preprocessing and the canonical crop)."""
+    try:
+        lo, hi = (float(p) for p in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {value!r} must be two numbers 0 <= low < high <= 100") from None
+    if not 0.0 <= lo < hi <= 100.0:
+        raise InputError(f"{what} {value!r} must satisfy 0 <= low < high <= 100")
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Exact preprocessing parameters; stored with every model so inference matches training."""
@@ -52,15 +64,8 @@ class PreprocessSpec:
         if self.resize not in RESIZE_RULES:
             raise InputError(f"resize rule {self.resize!r} is unknown; accepted: "
                              f"{', '.join(RESIZE_RULES)}")
-        try:
-            lo, hi = (float(p) for p in self.window_percentiles)
-        except (TypeError, ValueError):
-            raise InputError(f"window_percentiles {self.window_percentiles!r} must be two numbers "
-                             f"0 <= low < high <= 100") from None
-        if not 0.0 <= lo < hi <= 100.0:
-            raise InputError(f"window_percentiles {self.window_percentiles!r} must satisfy "
-                             f"0 <= low < high <= 100")
-        object.__setattr__(self, "window_percentiles", (lo, hi))
+        object.__setattr__(self, "window_percentiles",
+                           checked_window(self.window_percentiles, "window_percentiles"))
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise InputError(f"normalisation mean={self.mean!r} std={self.std!r} is invalid; "
                              f"give finite numbers with std > 0")

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bmd_edge.compress.onnx_int8 import _constants
 from bmd_edge.errors import BundleError
 
 MONOTONE_OPS = ("MaxPool",)  # ops that commute with a per-tensor quantizer (max of quantized = quantized max)
@@ -48,18 +49,6 @@ class LayoutReport:
     float_pairs_dropped: int  # activation Q→DQ pairs in front of ops ORT runs in fp32, removed
     weights_folded: int  # weight DequantizeLinear nodes folded into fp32 initializers
     fused: Mapping[str, int]  # op counts of ORT's optimized graph (QLinearConv, DequantizeLinear, …)
-
-
-def _constants(model: Any) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    out[node.output[0]] = numpy_helper.to_array(attr.t)
-    return out
 
 
 class _Graph:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from bmd_edge.errors import InputError
+from bmd_edge.preprocess import checked_window
 
 SIDES_IN_IMAGE = ("left", "right")
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
@@ -81,15 +82,8 @@ class CropSpec:
         if self.interpolation not in INTERPOLATIONS:
             raise InputError(f"crop interpolation {self.interpolation!r} is unknown; accepted: "
                              f"{', '.join(INTERPOLATIONS)}")
-        try:
-            lo, hi = (float(p) for p in self.window_percentiles)
-        except (TypeError, ValueError):
-            raise InputError(f"crop window_percentiles {self.window_percentiles!r} must be two "
-                             f"numbers 0 <= low < high <= 100") from None
-        if not 0.0 <= lo < hi <= 100.0:
-            raise InputError(f"crop window_percentiles {self.window_percentiles!r} must satisfy "
-                             f"0 <= low < high <= 100")
-        object.__setattr__(self, "window_percentiles", (lo, hi))
+        object.__setattr__(self, "window_percentiles",
+                           checked_window(self.window_percentiles, "crop window_percentiles"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for checkpoints and bundle.json."""
