@@ -43,6 +43,13 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _default_sigint() -> None:
+    """Children start with Ctrl-C's default action even when this test runner was launched in
+    the background by a shell without job control (which leaves SIGINT ignored, and Python then
+    keeps it ignored): the tests are about our handling, not the runner's inheritance."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(cond, timeout: float = 120.0) -> bool:  # noqa: ANN001
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -60,7 +67,7 @@ def test_batch_predict_interrupted_leaves_no_results_file(work: Path, tmp_path: 
     proc = subprocess.Popen([sys.executable, "-m", "bmd_edge.cli", "predict",
                              str(work / "data" / "manifest.csv"), "--model", str(work / "bundle"),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
+                            env=env, preexec_fn=_default_sigint)
     try:
         def started() -> bool:  # the temp file exists and already holds result rows
             tmps = list(tmp_path.glob(".results.csv.tmp-*"))
@@ -112,7 +119,8 @@ def test_bundle_write_interrupted_leaves_no_bundle(work: Path, tmp_path: Path,
 
     out = tmp_path / "export"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(work / "bundle")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "STARTED"
         proc.send_signal(sig)
